@@ -1,0 +1,100 @@
+/* Sequence-parallel gated linear attention (design.md section 5; docs/linear-attention.md).
+ *
+ * The ranks of an sp communicator hold contiguous pieces of one sequence (rank p holds tokens
+ * [start_p, start_p + n_p); n_p may differ between ranks and may be 0). Each rank computes its
+ * local outputs and local end state with no communication (weft_gla_forward_local), the ranks
+ * hand the [dk, dv] states along with one of three algorithms, and each rank corrects its
+ * outputs with the state that enters it (weft_gla_forward_correct). Backward runs the same
+ * hand-off in reverse on the state gradient, then computes dq, dk, dv, dg locally.
+ *
+ *   ZECO   All-Scan (comm/include/weft/allscan.h): the state is cut into K blocks that
+ *          pipeline through the ranks; one state sent and received per rank per direction
+ *          (the last rank sends none forward, the first none backward).
+ *   LASP2  one all-gather of every rank's (S_local, log Gamma); each rank folds the prefix
+ *          (forward) or suffix (backward) it needs locally. (P-1) states received per rank.
+ *   RING   the hop-by-hop scan with the whole state, unpipelined (LASP-1): latency P * tau(S).
+ *
+ * A plan is created once per (communicator, context, local shape, algorithm) and reused; all
+ * workspace is allocated at creation, so forward and backward allocate nothing (the All-Scan
+ * collective and the kernels' grow-once context workspaces aside).
+ *
+ * Memory: every tensor argument is in the memory of the kernel context's device (host memory
+ * on the CPU device). The state hand-off itself runs on host buffers: on a CUDA device the
+ * [B,H,dk,dv] states (not the activations) are staged through pinned host memory, because the
+ * All-Scan combine needs a row-wise decay and there is no device combine kernel yet. On the CPU
+ * device nothing is staged.
+ *
+ * Overlap: ZeCO overlaps the scan with the intra-chunk compute. weft_gla_forward_local computes
+ * S_local and the intra-chunk outputs in one call, and S_local is what the scan needs, so this
+ * implementation runs local compute, then the scan, then the correction, one after another.
+ * True overlap needs the kernel split into "end state first" and "intra-chunk outputs" (the
+ * latter queued while the scan runs on a second stream or a progress thread); the byte counts
+ * and results do not change, only the latency hides. Not faked here.
+ *
+ * Rejected: keeping log Gamma from the forward inside the plan for the backward (the backward
+ * would then silently depend on the last forward call's inputs); it is recomputed from g by one
+ * batched GEMM with a ones vector (sum over tokens), which costs one pass over g. */
+#ifndef WEFT_LINEAR_SP_H
+#define WEFT_LINEAR_SP_H
+
+#include <stddef.h>
+
+#include "weft/comm.h"
+#include "weft/kernel_ctx.h"
+#include "weft/linear_attention.h"
+#include "weft/status.h"
+
+typedef enum weft_linear_sp_algo {
+  WEFT_LINEAR_SP_ZECO = 0,
+  WEFT_LINEAR_SP_LASP2 = 1,
+  WEFT_LINEAR_SP_RING = 2,
+} weft_linear_sp_algo_t;
+
+typedef struct weft_linear_sp_plan weft_linear_sp_plan_t;
+
+/* "zeco", "lasp2", "ring". */
+const char *weft_linear_sp_algo_name(weft_linear_sp_algo_t algo);
+/* Parses one of the names above; WEFT_ERR_INVALID_ARG (not logged) otherwise. */
+weft_status_t weft_linear_sp_algo_parse(const char *text, weft_linear_sp_algo_t *algo_p);
+
+/* Creates a plan. Not collective (no communication), but every rank of `sp` creates one with
+ * the same algorithm and the same B, H, dk, dv (tokens may differ).
+ * [in] sp: the sequence-parallel communicator; rank order is sequence order. Borrowed.
+ * [in] ctx: kernel context on the communicator's device. Borrowed.
+ * [in] local_shape: B, H, dk, dv, chunk and scale as for the kernels; tokens = this rank's
+ *      token count n_p (>= 0). Copied.
+ * [in] algo: ZECO, LASP2 or RING.
+ * [in] scan_blocks: All-Scan block count K for ZECO (0 = automatic); ignored by the others.
+ * [out] plan_p: the plan; destroy with weft_linear_sp_plan_destroy.
+ * Errors: WEFT_ERR_INVALID_ARG (NULL arguments, non-positive B/H/dk/dv, negative tokens,
+ * unknown algo, ctx and comm on different devices), WEFT_ERR_NO_MEMORY. */
+weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
+                                         const weft_gla_shape_t *local_shape,
+                                         weft_linear_sp_algo_t algo, size_t scan_blocks,
+                                         weft_linear_sp_plan_t **plan_p);
+void weft_linear_sp_plan_destroy(weft_linear_sp_plan_t *plan);
+
+const weft_gla_shape_t *weft_linear_sp_plan_shape(const weft_linear_sp_plan_t *plan);
+weft_linear_sp_algo_t weft_linear_sp_plan_algo(const weft_linear_sp_plan_t *plan);
+
+/* Forward. Collective over the plan's communicator.
+ * [in]  q, k, g [B,n,H,dk]; v [B,n,H,dv]: this rank's tokens (g <= 0)
+ * [out] out [B,n,H,dv]: outputs of this rank's tokens, including the previous ranks' history
+ * [out] s_in [B,H,dk,dv]: the state entering this rank (zero on rank 0); keep it for backward
+ * [out] final_state [B,H,dk,dv] or NULL: the state after the whole sequence. Written on the
+ *       LAST rank of the communicator only; other ranks leave it untouched (broadcasting it
+ *       would cost every algorithm one more state on the wire).
+ * On return the results are complete (the context's stream has been synchronised). */
+weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q, const float *k,
+                                     const float *v, const float *g, float *out, float *s_in,
+                                     float *final_state);
+
+/* Backward of L = sum <dout, out> (the final state does not feed the loss). Collective.
+ * [in]  q, k, g [B,n,H,dk]; v, dout [B,n,H,dv]; s_in [B,H,dk,dv] from the forward
+ * [out] dq, dk, dg [B,n,H,dk]; dv [B,n,H,dv] */
+weft_status_t weft_linear_sp_backward(weft_linear_sp_plan_t *plan, const float *q, const float *k,
+                                      const float *v, const float *g, const float *dout,
+                                      const float *s_in, float *dq, float *dk, float *dv,
+                                      float *dg);
+
+#endif /* WEFT_LINEAR_SP_H */

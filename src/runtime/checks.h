@@ -1,0 +1,10 @@
+/* `weft check <what>`: correctness drivers that run one distributed algorithm on inputs from a
+ * file and write its outputs to a file, for comparison with an outside oracle (PyTorch). */
+#ifndef WEFT_RUNTIME_CHECKS_H
+#define WEFT_RUNTIME_CHECKS_H
+
+/* `weft check linear-attention` (check_linear.c). argv[0] is "linear-attention". Returns a
+ * process exit code. */
+int weft_check_linear(int argc, char **argv);
+
+#endif /* WEFT_RUNTIME_CHECKS_H */

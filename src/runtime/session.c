@@ -1,0 +1,52 @@
+/* CLI sessions (see session.h). */
+#include "session.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "weft/check.h"
+#include "weft/kernel_ctx.h"
+#include "weft/log.h"
+
+static void session_fail(const weft_session_t *session, weft_status_t status) {
+  fprintf(stderr, "weft %s: error on rank %d: %s (the log line above names the cause)\n",
+          session->command, session->boot.world_rank, weft_status_str(status));
+  fflush(stderr);
+  weft_comm_abort(WEFT_EXIT_FAILURE);
+}
+
+/* cores / ranks on this node unless WEFT_CPU_THREADS says otherwise: several ranks per node
+ * each running one BLAS thread per core would oversubscribe the node many times over. */
+static weft_status_t session_set_cpu_threads(const weft_bootstrap_t *boot) {
+  long threads = 0;
+  WEFT_CHECK(weft_env_get_long("WEFT_CPU_THREADS", &threads));
+  if (threads <= 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = cores / (boot->local_size > 0 ? boot->local_size : 1);
+  }
+  weft_kernels_set_cpu_threads(threads < 1 ? 1 : (int)threads);
+  WEFT_DEBUG("boot", "CPU kernels use %d thread(s)", weft_kernels_cpu_threads());
+  return WEFT_OK;
+}
+
+void weft_session_start(weft_session_t *session, const char *command, int *argc, char ***argv,
+                        const char *device) {
+  session->command = command;
+  session->world = NULL;
+  weft_device_request_t request;
+  weft_status_t st = weft_env_register(&weft_runtime_env_table);
+  if (st == WEFT_OK) st = weft_device_request_parse(device, &request);
+  if (st == WEFT_OK) st = weft_comm_bootstrap(argc, argv, request, &session->boot);
+  if (st == WEFT_OK) st = session_set_cpu_threads(&session->boot);
+  if (st == WEFT_OK) st = weft_comm_create_world(&session->boot, &session->world);
+  if (st != WEFT_OK) session_fail(session, st);
+}
+
+int weft_session_end(weft_session_t *session, weft_status_t status) {
+  if (status != WEFT_OK) session_fail(session, status);
+  weft_comm_destroy(session->world);
+  session->world = NULL;
+  weft_comm_finalize(&session->boot);
+  return WEFT_EXIT_OK;
+}
