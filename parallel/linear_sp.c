@@ -233,8 +233,9 @@ static weft_status_t ring_scan(weft_linear_sp_plan_t *plan, bool forward, float 
     WEFT_CHECK(weft_comm_wait(&req));
   }
   if (last) return WEFT_OK;
-  /* local becomes what leaves this rank; the caller no longer needs x_p on non-last ranks. */
-  combine_rows(plan->h_gamma, (size_t)plan->shape.dv, 0, n, result, local, local);
+  /* What leaves the first rank is x_p itself. Elsewhere local becomes what leaves this rank;
+   * the caller no longer needs x_p on non-last ranks. */
+  if (!first) combine_rows(plan->h_gamma, (size_t)plan->shape.dv, 0, n, result, local, local);
   WEFT_CHECK(weft_comm_isend(plan->comm, local, n, WEFT_DTYPE_F32, next, LINEAR_SP_RING_TAG,
                              WEFT_MEM_HOST, &req));
   return weft_comm_wait(&req);

@@ -99,7 +99,9 @@ static weft_status_t scan_once(const lin_bench_t *b, int algo, scan_bufs_t *s) {
     return WEFT_OK;
   }
   default: {
+    /* Rank 0 sends its own state as is (what enters rank 1 is x_0), like the All-Scan. */
     weft_comm_req_t req;
+    const float *send = s->local;
     if (b->rank == 0) {
       memset(s->result, 0, n * sizeof(float));
     } else {
@@ -108,8 +110,11 @@ static weft_status_t scan_once(const lin_bench_t *b, int algo, scan_bufs_t *s) {
       WEFT_CHECK(weft_comm_wait(&req));
     }
     if (b->rank == b->size - 1) return WEFT_OK;
-    scan_combine(s->gamma, 0, n, s->result, s->local, s->tmp);
-    WEFT_CHECK(weft_comm_isend(b->comm, s->tmp, n, WEFT_DTYPE_F32, b->rank + 1, BENCH_RING_TAG,
+    if (b->rank > 0) {
+      scan_combine(s->gamma, 0, n, s->result, s->local, s->tmp);
+      send = s->tmp;
+    }
+    WEFT_CHECK(weft_comm_isend(b->comm, send, n, WEFT_DTYPE_F32, b->rank + 1, BENCH_RING_TAG,
                                WEFT_MEM_HOST, &req));
     return weft_comm_wait(&req);
   }
@@ -138,9 +143,18 @@ static weft_status_t scan_measure(const lin_bench_t *b, int algo, scan_bufs_t *s
   for (long i = 0; i < o->warmup; i++) WEFT_CHECK(scan_once(b, algo, s));
   WEFT_CHECK(weft_comm_barrier(b->comm));
   uint64_t sent0 = sent_total(b->comm);
-  double t0 = weft_time_now();
-  for (long i = 0; i < o->iters; i++) WEFT_CHECK(scan_once(b, algo, s));
-  double seconds = (weft_time_now() - t0) / (double)o->iters;
+  /* Latency, not throughput: back to back, scans would overlap along the chain (rank 0 starts
+   * the next one while the last still waits), which hides the ring's (P-1) hops. Each scan
+   * starts from a barrier and counts until this rank is done; the slowest rank's mean is the
+   * scan's latency. The barriers themselves are outside the timed spans. */
+  double seconds = 0;
+  for (long i = 0; i < o->iters; i++) {
+    WEFT_CHECK(weft_comm_barrier(b->comm));
+    double t0 = weft_time_now();
+    WEFT_CHECK(scan_once(b, algo, s));
+    seconds += weft_time_now() - t0;
+  }
+  seconds /= (double)o->iters;
   uint64_t sent = (sent_total(b->comm) - sent0) / (uint64_t)o->iters;
   WEFT_CHECK(reduce_max(b, &seconds, &sent));
   size_t bytes = s->count * sizeof(float);
@@ -254,6 +268,19 @@ static weft_status_t layer_time(const lin_bench_t *b, weft_comm_t *comm, weft_ke
   return st;
 }
 
+/* Most bytes any rank sends in one forward + backward (docs/linear-attention.md): zeco and
+ * ring hand one state S on forward (not the last rank) and one on backward (not the first),
+ * so a middle rank sends 2S and with P = 2 each rank S; lasp2 all-gathers (state, decay rows)
+ * twice, (P-1) (S + S/dv) per all-gather. */
+static uint64_t layer_expected_sent_max(const lin_bench_t *b, weft_linear_sp_algo_t algo) {
+  const lin_opts_t *o = b->opt;
+  uint64_t p = (uint64_t)b->size;
+  uint64_t rows = (uint64_t)(o->batch * o->heads * o->dk), state = rows * (uint64_t)o->dv * 4;
+  if (p == 1) return 0;
+  if (algo == WEFT_LINEAR_SP_LASP2) return 2 * (p - 1) * (state + rows * 4);
+  return p == 2 ? state : 2 * state;
+}
+
 static weft_status_t layer_sweep(const lin_bench_t *b) {
   const lin_opts_t *o = b->opt;
   weft_kernel_ctx_t *ctx = NULL;
@@ -272,9 +299,9 @@ static weft_status_t layer_sweep(const lin_bench_t *b) {
   if (st == WEFT_OK && b->rank == 0) {
     fprintf(b->table,
             "#\n# part 2: layer forward+backward, B %ld N %ld H %ld dk %ld dv %ld; t_1 = one rank "
-            "with all N tokens: %.3f ms, ideal t_1/P = %.3f ms\n# %10s %11s %9s %15s\n",
+            "with all N tokens: %.3f ms, ideal t_1/P = %.3f ms\n# %10s %11s %9s %15s %13s\n",
             o->batch, o->tokens, o->heads, o->dk, o->dv, t1 * 1e3, t1 * 1e3 / b->size, "algo",
-            "time(ms)", "ratio", "sent(B) max");
+            "time(ms)", "ratio", "sent(B) max", "formula");
   }
   static const weft_linear_sp_algo_t algos[] = {WEFT_LINEAR_SP_ZECO, WEFT_LINEAR_SP_LASP2,
                                                 WEFT_LINEAR_SP_RING};
@@ -286,14 +313,17 @@ static weft_status_t layer_sweep(const lin_bench_t *b) {
     if (st != WEFT_OK || b->rank != 0) continue;
     double ratio = t1 > 0 ? t / (t1 / b->size) : 0;
     const char *name = weft_linear_sp_algo_name(algos[a]);
-    fprintf(b->table, "  %10s %11.3f %9.3f %15" PRIu64 "\n", name, t * 1e3, ratio, sent);
+    uint64_t expect = layer_expected_sent_max(b, algos[a]);
+    fprintf(b->table, "  %10s %11.3f %9.3f %15" PRIu64 "%c%13" PRIu64 "\n", name, t * 1e3, ratio,
+            sent, sent == expect ? ' ' : '*', expect);
     if (o->json)
       printf(
           "{\"part\":\"layer\",\"algo\":\"%s\",\"ranks\":%d,\"batch\":%ld,\"tokens\":%ld,"
           "\"heads\":%ld,\"dk\":%ld,\"dv\":%ld,\"blocks\":%ld,\"iters\":%ld,\"time_ms\":%.4f,"
-          "\"single_rank_ms\":%.4f,\"ratio_to_ideal\":%.4f,\"sent_bytes_max\":%" PRIu64 "}\n",
+          "\"single_rank_ms\":%.4f,\"ratio_to_ideal\":%.4f,\"sent_bytes_max\":%" PRIu64
+          ",\"expected_sent_bytes_max\":%" PRIu64 "}\n",
           name, b->size, o->batch, o->tokens, o->heads, o->dk, o->dv, o->scan_blocks, o->iters,
-          t * 1e3, t1 * 1e3, ratio, sent);
+          t * 1e3, t1 * 1e3, ratio, sent, expect);
   }
   weft_comm_destroy(self);
   weft_kernel_ctx_destroy(ctx);

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "session.h"
 #include "weft/check.h"
+#include "weft/kernel_ctx.h"
 #include "weft/mesh.h"
 #include "weft/transports.h"
 
@@ -38,6 +39,10 @@ static void print_header(const weft_session_t *s, const weft_mesh_t *mesh) {
   printf("  MPI   %s (thread level %d, CUDA-aware: %s)\n", tr.mpi, s->boot.mpi_thread_level,
          tr.mpi_cuda_aware ? "yes" : "no");
   printf("  UCX   %s\n  NCCL  %s\n", tr.ucx, tr.nccl);
+  printf(
+      "  BLAS  OpenBLAS, %s kernels, %d thread(s) per rank%s\n", weft_kernels_cpu_blas_core(),
+      weft_kernels_cpu_threads(),
+      weft_kernels_cpu_blas_core_is_fallback() ? " (generic fallback: set OPENBLAS_CORETYPE)" : "");
   printf("  mesh  %s\n\n", weft_mesh_describe(&mesh->shape, shape, sizeof shape));
   printf(
       "rank  host             local  device               name                                     "

@@ -26,7 +26,14 @@ static weft_status_t session_set_cpu_threads(const weft_bootstrap_t *boot) {
     threads = cores / (boot->local_size > 0 ? boot->local_size : 1);
   }
   weft_kernels_set_cpu_threads(threads < 1 ? 1 : (int)threads);
-  WEFT_DEBUG("boot", "CPU kernels use %d thread(s)", weft_kernels_cpu_threads());
+  WEFT_DEBUG("boot", "CPU kernels use %d thread(s), OpenBLAS core %s", weft_kernels_cpu_threads(),
+             weft_kernels_cpu_blas_core());
+  if (boot->world_rank == 0 && weft_kernels_cpu_blas_core_is_fallback())
+    WEFT_WARN("boot",
+              "OpenBLAS did not recognise this CPU and uses its slow '%s' GEMM kernels although "
+              "the CPU has AVX2; set OPENBLAS_CORETYPE=Haswell (or SkylakeX with AVX-512) for "
+              "2-3x faster CPU kernels",
+              weft_kernels_cpu_blas_core());
   return WEFT_OK;
 }
 

@@ -17,6 +17,7 @@
 #ifndef WEFT_KERNEL_CTX_H
 #define WEFT_KERNEL_CTX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "weft/device.h"
@@ -49,5 +50,10 @@ size_t weft_kernel_ctx_workspace_bytes(const weft_kernel_ctx_t *ctx);
  * rank; the runtime calls this once at start-up with cores / local ranks. threads >= 1. */
 void weft_kernels_set_cpu_threads(int threads);
 int weft_kernels_cpu_threads(void);
+/* The CPU core OpenBLAS chose kernels for ("SkylakeX", "Haswell", ...). */
+const char *weft_kernels_cpu_blas_core(void);
+/* true when OpenBLAS fell back to SSE-era kernels on a CPU that has AVX2: OpenBLAS did not
+ * recognise the CPU (common on VMs); OPENBLAS_CORETYPE=Haswell or SkylakeX fixes it. */
+bool weft_kernels_cpu_blas_core_is_fallback(void);
 
 #endif /* WEFT_KERNEL_CTX_H */
