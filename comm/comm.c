@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "comm_internal.h"
 #include "weft/check.h"
@@ -244,6 +245,19 @@ weft_status_t weft_comm_check_count(const weft_comm_t *comm, weft_comm_op_t op, 
   return WEFT_OK;
 }
 
+/* Set by weft_comm_set_thread_backoff; read by every wait of the thread. */
+static _Thread_local bool t_backoff;
+#define WEFT_COMM_BACKOFF_NS 20000
+
+void weft_comm_set_thread_backoff(bool on) { t_backoff = on; }
+
+bool weft_comm_progress_thread_ok(void) {
+  int initialized = 0, level = MPI_THREAD_SINGLE;
+  if (MPI_Initialized(&initialized) != MPI_SUCCESS || !initialized) return false;
+  if (MPI_Query_thread(&level) != MPI_SUCCESS) return false;
+  return level >= MPI_THREAD_SERIALIZED;
+}
+
 weft_status_t weft_comm_wait_mpi(weft_comm_t *comm, MPI_Request *reqs, int count, weft_comm_op_t op,
                                  int peer, bool cancellable) {
   double deadline = weft_time_now() + comm->timeout_s;
@@ -256,7 +270,14 @@ weft_status_t weft_comm_wait_mpi(weft_comm_t *comm, MPI_Request *reqs, int count
       return WEFT_ERR_COMM;
     }
     if (done) return WEFT_OK;
-    if (polls > WEFT_COMM_SPIN_POLLS) sched_yield();
+    if (polls > WEFT_COMM_SPIN_POLLS) {
+      if (t_backoff) {
+        struct timespec pause = {0, WEFT_COMM_BACKOFF_NS};
+        nanosleep(&pause, NULL);
+      } else {
+        sched_yield();
+      }
+    }
     if ((polls & 63) == 0 && weft_time_now() > deadline) break;
   }
   if (peer >= 0)

@@ -4,9 +4,11 @@
  * Every entry point checks the context, the shape and the pointers here, once, with messages
  * that name the function and the values, then calls weft_gla_<fn>_cpu or weft_gla_<fn>_cuda
  * (linear_attention_internal.h). Back ends may therefore assume batch, heads, dk, dv >= 1,
- * tokens >= 0, chunk >= 1 (0 is replaced by the default 64 in a copy of the shape), a finite
- * scale, widths H*dk and H*dv and the chunk that fit in int (what BLAS takes), element counts
- * that fit in int64, and non-NULL pointers for every tensor that has elements. A pointer of
+ * tokens >= 0, chunk >= 1 (0 is replaced by the default 64 in a copy of the shape),
+ * layout_heads >= heads (0 is replaced by heads in the copy; only the CPU back end sees
+ * layout_heads > heads), a finite scale, row widths layout_heads*dk and layout_heads*dv and the
+ * chunk that fit in int (what BLAS takes), element counts of the laid-out tensors that fit in
+ * int64, and non-NULL pointers for every tensor that has elements. A pointer of
  * an empty tensor (n = 0) may be NULL. Outputs must not overlap inputs (not checked: the
  * tensors are large and the rule is the usual one for BLAS-like kernels). */
 #include <inttypes.h>
@@ -24,7 +26,9 @@
  * few thousand tokens only wastes memory (the cost per token grows linearly with C). */
 #define GLA_MAX_CHUNK 65536
 
-/* Checks ctx and every shape field; fills *resolved (chunk 0 -> default). */
+/* Checks ctx and every shape field; fills *resolved (chunk 0 -> default, layout_heads 0 ->
+ * heads). Also the one place that rejects a head subset on a device whose kernels cannot take
+ * one, so every entry point gets the same check before it dispatches. */
 static weft_status_t gla_check_shape(const char *fn, const weft_kernel_ctx_t *ctx,
                                      const weft_gla_shape_t *shape, weft_gla_shape_t *resolved) {
   if (!ctx) {
@@ -43,6 +47,19 @@ static weft_status_t gla_check_shape(const char *fn, const weft_kernel_ctx_t *ct
                fn, s->batch, s->tokens, s->heads, s->dk, s->dv, s->chunk);
     return WEFT_ERR_INVALID_ARG;
   }
+  if (s->layout_heads < 0 || (s->layout_heads > 0 && s->layout_heads < s->heads)) {
+    WEFT_ERROR("kernels",
+               "%s: layout_heads=%" PRId64 " must be 0 (= heads) or at least heads=%" PRId64, fn,
+               s->layout_heads, s->heads);
+    return WEFT_ERR_INVALID_ARG;
+  }
+  const int64_t layout = s->layout_heads > 0 ? s->layout_heads : s->heads;
+  if (layout != s->heads && weft_kernel_ctx_device(ctx)->kind != WEFT_DEVICE_CPU) {
+    WEFT_ERROR("kernels",
+               "%s: the CUDA GLA kernels take whole heads; layout_heads=%" PRId64 " heads=%" PRId64,
+               fn, s->layout_heads, s->heads);
+    return WEFT_ERR_UNSUPPORTED;
+  }
   if (s->chunk > GLA_MAX_CHUNK) {
     WEFT_ERROR("kernels", "%s: chunk=%" PRId64 " exceeds the limit %d", fn, s->chunk,
                GLA_MAX_CHUNK);
@@ -52,29 +69,31 @@ static weft_status_t gla_check_shape(const char *fn, const weft_kernel_ctx_t *ct
     WEFT_ERROR("kernels", "%s: scale=%g is not finite", fn, (double)s->scale);
     return WEFT_ERR_INVALID_ARG;
   }
-  /* Row strides H*dk, H*dv go to BLAS as int; element counts must fit in int64. */
+  /* Row strides H*dk, H*dv (H = layout_heads) go to BLAS as int; element counts must fit in
+   * int64. */
   int64_t width = s->dk > s->dv ? s->dk : s->dv;
-  if (width > INT_MAX / s->heads) {
+  if (width > INT_MAX / layout) {
     WEFT_ERROR("kernels",
-               "%s: heads*dk=%" PRId64 "*%" PRId64 " or heads*dv=%" PRId64 "*%" PRId64
+               "%s: layout_heads*dk=%" PRId64 "*%" PRId64 " or layout_heads*dv=%" PRId64 "*%" PRId64
                " exceeds INT32_MAX, the BLAS limit",
-               fn, s->heads, s->dk, s->heads, s->dv);
+               fn, layout, s->dk, layout, s->dv);
     return WEFT_ERR_UNSUPPORTED;
   }
-  int64_t row = s->heads * width, tok_elems, state_elems; /* row <= INT_MAX */
+  int64_t row = layout * width, tok_elems, state_elems; /* row <= INT_MAX */
   if (__builtin_mul_overflow(s->batch, s->tokens, &tok_elems) ||
       __builtin_mul_overflow(tok_elems, row, &tok_elems) ||
-      __builtin_mul_overflow(s->batch, s->heads, &state_elems) ||
+      __builtin_mul_overflow(s->batch, layout, &state_elems) ||
       __builtin_mul_overflow(state_elems, s->dk, &state_elems) ||
       __builtin_mul_overflow(state_elems, s->dv, &state_elems)) {
     WEFT_ERROR("kernels",
-               "%s: batch=%" PRId64 " tokens=%" PRId64 " heads=%" PRId64 " dk=%" PRId64
+               "%s: batch=%" PRId64 " tokens=%" PRId64 " layout_heads=%" PRId64 " dk=%" PRId64
                " dv=%" PRId64 ": element count overflows int64",
-               fn, s->batch, s->tokens, s->heads, s->dk, s->dv);
+               fn, s->batch, s->tokens, layout, s->dk, s->dv);
     return WEFT_ERR_INVALID_ARG;
   }
   *resolved = *s;
   if (resolved->chunk == 0) resolved->chunk = GLA_DEFAULT_CHUNK;
+  resolved->layout_heads = layout;
   return WEFT_OK;
 }
 

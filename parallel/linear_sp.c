@@ -19,42 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "linear_sp_internal.h"
 #include "weft/allscan.h"
 #include "weft/check.h"
 #include "weft/elementwise.h"
 #include "weft/gemm.h"
 #include "weft/log.h"
-
-/* Tag of the ring algorithm's messages; All-Scan and the collectives use their own. */
-#define LINEAR_SP_RING_TAG 4101
-
-struct weft_linear_sp_plan {
-  weft_comm_t *comm;
-  weft_kernel_ctx_t *ctx;
-  const weft_device_t *dev;
-  weft_gla_shape_t shape;
-  weft_linear_sp_algo_t algo;
-  size_t blocks;
-  int rank, size;
-  size_t state_count; /* B*H*dk*dv */
-  size_t gamma_count; /* B*H*dk */
-  bool staged;        /* CUDA: states go through pinned host buffers */
-
-  /* Device memory (host memory on the CPU device). */
-  float *d_state;     /* [B,H,dk,dv] S_local (forward) or dS_local (backward) */
-  float *d_log_gamma; /* [B,H,dk] */
-  float *d_ds_out;    /* [B,H,dk,dv] backward: gradient of the state leaving this rank */
-  float *d_ones;      /* [n] ones: log_gamma = ones^T g, a batched GEMM */
-
-  /* Host views. Staged: pinned buffers; CPU: h_local and h_log_gamma alias d_state and
-   * d_log_gamma, and h_result is NULL (the scan writes the caller's buffer directly). */
-  float *h_local;     /* [B,H,dk,dv] */
-  float *h_log_gamma; /* [B,H,dk] */
-  float *h_result;    /* [B,H,dk,dv] staged only */
-  float *h_gamma;     /* [B,H,dk] exp(log_gamma) of this rank */
-  float *h_pack;      /* lasp2: [state_count + gamma_count] this rank's (x_p, log_gamma) */
-  float *h_all;       /* lasp2: [P, state_count + gamma_count] every rank's */
-};
+#include "weft/timer.h"
 
 const char *weft_linear_sp_algo_name(weft_linear_sp_algo_t algo) {
   switch (algo) {
@@ -110,6 +81,7 @@ void weft_linear_sp_plan_destroy(weft_linear_sp_plan_t *plan) {
   weft_host_free_pinned(plan->dev, plan->h_gamma);
   weft_host_free_pinned(plan->dev, plan->h_pack);
   weft_host_free_pinned(plan->dev, plan->h_all);
+  free(plan->unit);
   free(plan);
 }
 
@@ -133,6 +105,13 @@ static weft_status_t plan_check_args(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
     WEFT_ERROR("parallel", "linear_sp plan: unknown algorithm %d", (int)algo);
     return WEFT_ERR_INVALID_ARG;
   }
+  if (s->layout_heads != 0 && s->layout_heads != s->heads) {
+    WEFT_ERROR("parallel",
+               "linear_sp plan: layout_heads %lld must be 0 or heads (%lld): a plan covers "
+               "whole tensors",
+               (long long)s->layout_heads, (long long)s->heads);
+    return WEFT_ERR_INVALID_ARG;
+  }
   const weft_device_t *cd = weft_comm_device(sp), *kd = weft_kernel_ctx_device(ctx);
   if (cd && kd && cd->kind != kd->kind) {
     WEFT_ERROR("parallel", "linear_sp plan: communicator on %s but kernel context on %s",
@@ -140,6 +119,65 @@ static weft_status_t plan_check_args(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
     return WEFT_ERR_INVALID_ARG;
   }
   return WEFT_OK;
+}
+
+/* Cuts the (batch, head) pairs into about LINEAR_SP_UNITS units for the overlapped zeco
+ * passes: ranges of whole batch elements when there are enough of them, otherwise head
+ * groups of each batch element. The CUDA kernels take whole heads only, so there the units
+ * are batch elements (and B = 1 gives one unit: no overlap). Allocated once, at creation. */
+#define LINEAR_SP_UNITS 4
+
+static weft_status_t plan_units(weft_linear_sp_plan_t *plan) {
+  const weft_gla_shape_t *s = &plan->shape;
+  int64_t B = s->batch, H = s->heads, per_b, groups;
+  if (B >= LINEAR_SP_UNITS || plan->staged) {
+    groups = B < LINEAR_SP_UNITS ? B : LINEAR_SP_UNITS; /* batch ranges, whole heads */
+    per_b = 1;
+  } else {
+    per_b = (LINEAR_SP_UNITS + B - 1) / B; /* head groups per batch element */
+    if (per_b > H) per_b = H;
+    groups = B * per_b;
+  }
+  plan->unit = calloc((size_t)groups, sizeof *plan->unit);
+  if (!plan->unit) return WEFT_ERR_NO_MEMORY;
+  plan->units = (int)groups;
+  size_t mat = (size_t)(s->dk * s->dv);
+  for (int64_t u = 0; u < groups; u++) {
+    linear_sp_unit_t *un = &plan->unit[u];
+    if (per_b == 1) { /* batch elements [u*B/groups, (u+1)*B/groups) */
+      un->b0 = u * B / groups;
+      un->batch = (u + 1) * B / groups - un->b0;
+      un->h0 = 0;
+      un->heads = H;
+    } else { /* heads [j*H/per_b, (j+1)*H/per_b) of batch element u / per_b */
+      int64_t j = u % per_b;
+      un->b0 = u / per_b;
+      un->batch = 1;
+      un->h0 = j * H / per_b;
+      un->heads = (j + 1) * H / per_b - un->h0;
+    }
+    un->gamma_off = (size_t)((un->b0 * H + un->h0) * s->dk);
+    un->state_off = un->gamma_off * (size_t)s->dv;
+    un->state_count = (size_t)(un->batch * un->heads) * mat;
+  }
+  return WEFT_OK;
+}
+
+weft_linear_sp_stats_t weft_linear_sp_plan_stats(const weft_linear_sp_plan_t *plan) {
+  return plan->stats;
+}
+
+void weft_linear_sp_plan_stats_reset(weft_linear_sp_plan_t *plan) {
+  memset(&plan->stats, 0, sizeof plan->stats);
+}
+
+void weft_linear_sp_plan_set_overlap(weft_linear_sp_plan_t *plan, bool overlap) {
+  if (plan) plan->overlap = overlap;
+}
+
+bool linear_sp_use_overlap(const weft_linear_sp_plan_t *plan) {
+  return plan->algo == WEFT_LINEAR_SP_ZECO && plan->overlap && plan->units > 1 && plan->size > 1 &&
+         weft_comm_progress_thread_ok();
 }
 
 weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
@@ -162,8 +200,11 @@ weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx
   plan->gamma_count = (size_t)(s->batch * s->heads * s->dk);
   plan->state_count = plan->gamma_count * (size_t)s->dv;
   plan->staged = plan->dev->kind != WEFT_DEVICE_CPU;
+  plan->overlap = true;
 
   weft_status_t st = WEFT_OK;
+  plan->shape.layout_heads = s->heads;
+  WEFT_CHECK_GOTO(plan_units(plan), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->state_count, &plan->d_state), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->gamma_count, &plan->d_log_gamma), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->state_count, &plan->d_ds_out), st, fail);
@@ -196,21 +237,21 @@ fail:
 
 /* ---- the state hand-off --------------------------------------------------------------- */
 
-/* dst[e] = gamma[e / dv] * in[e] + local[e] for e in [offset, offset + len); dst may alias
- * local (not in). The one combine of every algorithm (design.md section 5). */
-static void combine_rows(const float *gamma, size_t dv, size_t offset, size_t len, const float *in,
-                         const float *local, float *dst) {
-  for (size_t i = 0; i < len; i++) {
-    size_t e = offset + i;
-    dst[i] = gamma[e / dv] * in[i] + local[i];
-  }
+/* The one combine of every algorithm (design.md section 5); dst may alias local, not in. */
+void linear_sp_combine_rows(const linear_sp_rows_t *rows, size_t offset, size_t len,
+                            const float *in, const float *local, float *dst) {
+  for (size_t i = 0; i < len; i++) dst[i] = rows->gamma[(offset + i) / rows->dv] * in[i] + local[i];
 }
 
-static weft_status_t allscan_combine(void *user, size_t offset, size_t len, const void *incoming,
-                                     const void *local, void *result) {
-  const weft_linear_sp_plan_t *plan = user;
-  combine_rows(plan->h_gamma, (size_t)plan->shape.dv, offset, len, incoming, local, result);
+weft_status_t linear_sp_allscan_combine(void *user, size_t offset, size_t len, const void *incoming,
+                                        const void *local, void *result) {
+  linear_sp_combine_rows(user, offset, len, incoming, local, result);
   return WEFT_OK;
+}
+
+/* The decays of the whole state buffer. */
+static linear_sp_rows_t plan_rows(const weft_linear_sp_plan_t *plan) {
+  return (linear_sp_rows_t){plan->h_gamma, (size_t)plan->shape.dv};
 }
 
 static void exp_into(float *dst, const float *log_gamma, size_t n) {
@@ -235,7 +276,8 @@ static weft_status_t ring_scan(weft_linear_sp_plan_t *plan, bool forward, float 
   if (last) return WEFT_OK;
   /* What leaves the first rank is x_p itself. Elsewhere local becomes what leaves this rank;
    * the caller no longer needs x_p on non-last ranks. */
-  if (!first) combine_rows(plan->h_gamma, (size_t)plan->shape.dv, 0, n, result, local, local);
+  linear_sp_rows_t rows = plan_rows(plan);
+  if (!first) linear_sp_combine_rows(&rows, 0, n, result, local, local);
   WEFT_CHECK(weft_comm_isend(plan->comm, local, n, WEFT_DTYPE_F32, next, LINEAR_SP_RING_TAG,
                              WEFT_MEM_HOST, &req));
   return weft_comm_wait(&req);
@@ -255,12 +297,26 @@ static weft_status_t lasp2_scan(weft_linear_sp_plan_t *plan, bool forward, const
   /* h_gamma is this rank's own decay; each folded rank's is recomputed into h_pack's tail
    * (this rank's pack is no longer needed once gathered). */
   float *gamma_q = plan->h_pack + n;
+  linear_sp_rows_t rows = {gamma_q, (size_t)plan->shape.dv};
   for (int q = from; q != to; q += step) {
     const float *x_q = plan->h_all + (size_t)q * per;
     exp_into(gamma_q, x_q + n, ng);
-    combine_rows(gamma_q, (size_t)plan->shape.dv, 0, n, result, x_q, result);
+    linear_sp_combine_rows(&rows, 0, n, result, x_q, result);
   }
   return WEFT_OK;
+}
+
+static weft_status_t hand_off(weft_linear_sp_plan_t *plan, bool forward, float *result);
+
+/* hand_off, timed into the plan's statistics: nothing hides it. */
+static weft_status_t hand_off_timed(weft_linear_sp_plan_t *plan, bool forward, float *result) {
+  double t0 = weft_time_now();
+  weft_status_t st = hand_off(plan, forward, result);
+  double dt = weft_time_now() - t0;
+  plan->stats.passes++;
+  plan->stats.scan_s += dt;
+  plan->stats.exposed_s += dt;
+  return st;
 }
 
 /* Exclusive scan of h_local over the ranks (forward 0 -> P-1 or reverse), decays in h_gamma
@@ -269,7 +325,8 @@ static weft_status_t lasp2_scan(weft_linear_sp_plan_t *plan, bool forward, const
 static weft_status_t hand_off(weft_linear_sp_plan_t *plan, bool forward, float *result) {
   switch (plan->algo) {
   case WEFT_LINEAR_SP_ZECO: {
-    weft_allscan_op_t op = {WEFT_DTYPE_F32, allscan_combine, plan};
+    linear_sp_rows_t rows = plan_rows(plan);
+    weft_allscan_op_t op = {WEFT_DTYPE_F32, linear_sp_allscan_combine, &rows};
     return weft_allscan(plan->comm, plan->h_local, result, plan->state_count, &op,
                         forward ? WEFT_ALLSCAN_FORWARD : WEFT_ALLSCAN_REVERSE,
                         WEFT_ALLSCAN_EXCLUSIVE, plan->blocks, WEFT_MEM_HOST);
@@ -280,27 +337,31 @@ static weft_status_t hand_off(weft_linear_sp_plan_t *plan, bool forward, float *
   return WEFT_ERR_INTERNAL;
 }
 
-/* Device -> host view of a plan buffer (a no-op on the CPU device, where they alias). */
-static weft_status_t stage_down(weft_linear_sp_plan_t *plan, float *host, const float *dev,
-                                size_t count) {
+weft_status_t linear_sp_stage_down(weft_linear_sp_plan_t *plan, float *host, const float *dev,
+                                   size_t count) {
   if (host == dev || count == 0) return WEFT_OK;
   return weft_device_copy(plan->dev, host, dev, count * sizeof(float), WEFT_COPY_DEVICE_TO_HOST);
 }
 
-static weft_status_t stage_up(weft_linear_sp_plan_t *plan, float *dev, const float *host,
-                              size_t count) {
+weft_status_t linear_sp_stage_up(weft_linear_sp_plan_t *plan, float *dev, const float *host,
+                                 size_t count) {
   if (host == dev || count == 0) return WEFT_OK;
   return weft_device_copy(plan->dev, dev, host, count * sizeof(float), WEFT_COPY_HOST_TO_DEVICE);
 }
 
-/* After a local kernel filled d_state and d_log_gamma: bring both to the host and exp the
- * decay. */
-static weft_status_t stage_contribution(weft_linear_sp_plan_t *plan) {
+weft_status_t linear_sp_stage_contribution(weft_linear_sp_plan_t *plan, size_t off, size_t count,
+                                           size_t goff, size_t gcount) {
   WEFT_CHECK(weft_kernel_ctx_synchronize(plan->ctx));
-  WEFT_CHECK(stage_down(plan, plan->h_local, plan->d_state, plan->state_count));
-  WEFT_CHECK(stage_down(plan, plan->h_log_gamma, plan->d_log_gamma, plan->gamma_count));
-  exp_into(plan->h_gamma, plan->h_log_gamma, plan->gamma_count);
+  WEFT_CHECK(linear_sp_stage_down(plan, plan->h_local + off, plan->d_state + off, count));
+  WEFT_CHECK(
+      linear_sp_stage_down(plan, plan->h_log_gamma + goff, plan->d_log_gamma + goff, gcount));
+  exp_into(plan->h_gamma + goff, plan->h_log_gamma + goff, gcount);
   return WEFT_OK;
+}
+
+/* The whole state and decay buffers. */
+static weft_status_t stage_contribution(weft_linear_sp_plan_t *plan) {
+  return linear_sp_stage_contribution(plan, 0, plan->state_count, 0, plan->gamma_count);
 }
 
 static weft_status_t check_call(const weft_linear_sp_plan_t *plan, const char *what, int nulls) {
@@ -326,6 +387,8 @@ weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q
     WEFT_ERROR("parallel", "linear_sp forward: NULL s_in");
     return WEFT_ERR_INVALID_ARG;
   }
+  if (linear_sp_use_overlap(plan))
+    return linear_sp_forward_overlapped(plan, q, k, v, g, out, s_in, final_state);
   const weft_gla_shape_t *s = &plan->shape;
   size_t n = plan->state_count;
   WEFT_CHECK(
@@ -335,14 +398,15 @@ weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q
   /* The scan overwrites h_local on every rank but the last, which keeps it for the final
    * state below. */
   float *result = plan->staged ? plan->h_result : s_in;
-  WEFT_CHECK(hand_off(plan, true, result));
-  WEFT_CHECK(stage_up(plan, s_in, result, n));
+  WEFT_CHECK(hand_off_timed(plan, true, result));
+  WEFT_CHECK(linear_sp_stage_up(plan, s_in, result, n));
 
   if (final_state && plan->rank == plan->size - 1) {
     /* S_end = diag(Gamma) S_in + S_local, on the host (in place into h_local when staged). */
     float *fs = plan->staged ? plan->h_local : final_state;
-    combine_rows(plan->h_gamma, (size_t)s->dv, 0, n, result, plan->h_local, fs);
-    WEFT_CHECK(stage_up(plan, final_state, fs, n));
+    linear_sp_rows_t rows = plan_rows(plan);
+    linear_sp_combine_rows(&rows, 0, n, result, plan->h_local, fs);
+    WEFT_CHECK(linear_sp_stage_up(plan, final_state, fs, n));
   }
   WEFT_CHECK(weft_gla_forward_correct(plan->ctx, s, q, g, s_in, out));
   return weft_kernel_ctx_synchronize(plan->ctx);
@@ -350,7 +414,7 @@ weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q
 
 /* log_gamma [B,H,dk] = sum over tokens of g [B,n,H,dk]: per batch entry, ones[1,n] x g_b
  * [n, H*dk]. */
-static weft_status_t recompute_log_gamma(weft_linear_sp_plan_t *plan, const float *g) {
+weft_status_t linear_sp_recompute_log_gamma(weft_linear_sp_plan_t *plan, const float *g) {
   const weft_gla_shape_t *s = &plan->shape;
   int64_t row = s->heads * s->dk;
   if (s->tokens == 0)
@@ -371,14 +435,16 @@ weft_status_t weft_linear_sp_backward(weft_linear_sp_plan_t *plan, const float *
     WEFT_ERROR("parallel", "linear_sp backward: NULL s_in");
     return WEFT_ERR_INVALID_ARG;
   }
+  if (linear_sp_use_overlap(plan))
+    return linear_sp_backward_overlapped(plan, q, k, v, g, dout, s_in, dq, dk, dv, dg);
   const weft_gla_shape_t *s = &plan->shape;
-  WEFT_CHECK(recompute_log_gamma(plan, g));
+  WEFT_CHECK(linear_sp_recompute_log_gamma(plan, g));
   WEFT_CHECK(weft_gla_backward_state_local(plan->ctx, s, q, g, dout, plan->d_state));
   WEFT_CHECK(stage_contribution(plan));
   /* dS_out(p) = dS_in(p+1): the reverse exclusive scan; zero on the last rank. */
   float *result = plan->staged ? plan->h_result : plan->d_ds_out;
-  WEFT_CHECK(hand_off(plan, false, result));
-  WEFT_CHECK(stage_up(plan, plan->d_ds_out, result, plan->state_count));
+  WEFT_CHECK(hand_off_timed(plan, false, result));
+  WEFT_CHECK(linear_sp_stage_up(plan, plan->d_ds_out, result, plan->state_count));
   WEFT_CHECK(
       weft_gla_backward(plan->ctx, s, q, k, v, g, dout, s_in, plan->d_ds_out, dq, dk, dv, dg));
   return weft_kernel_ctx_synchronize(plan->ctx);

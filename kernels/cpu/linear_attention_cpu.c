@@ -91,9 +91,10 @@ static gla_dims_t gla_dims(const weft_gla_shape_t *shape) {
   d.n = (int)shape->tokens;
   d.dk = (int)shape->dk;
   d.dv = (int)shape->dv;
-  d.H = shape->heads;
-  d.ldk = (int)(shape->heads * shape->dk);
-  d.ldv = (int)(shape->heads * shape->dv);
+  /* Memory is laid out by layout_heads (resolved by the front end); loops run over heads. */
+  d.H = shape->layout_heads;
+  d.ldk = (int)(shape->layout_heads * shape->dk);
+  d.ldv = (int)(shape->layout_heads * shape->dv);
   int64_t c = shape->chunk < shape->tokens ? shape->chunk : shape->tokens;
   d.C = c > 0 ? (int)c : 1;
   d.scale = shape->scale;

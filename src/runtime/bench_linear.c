@@ -14,10 +14,14 @@
  * allgather about (P-1)/P of P states through the all-gather algorithm of the MPI library.
  *
  * Part 2, layer: forward + backward of gated linear attention with --batch, --heads, --dk,
- * --dv over --tokens N split over the P ranks, for each algorithm, next to the ideal
+ * --dv over --tokens N split over the P ranks, for each algorithm (zeco twice: with the
+ * All-Scan behind the compute, and zeco-seq with it after the compute), next to the ideal
  * t_1 / P, where t_1 is the same layer on ONE rank with all N tokens (measured on every rank
  * at once over a communicator of size 1, so every rank has the same share of the node as in
  * the parallel run). ratio = t_P / (t_1 / P); the issue's target for zeco at P = 2 is <= 1.15.
+ * scan(ms) is the slowest rank's time in the state hand-off per forward+backward, exposed(ms)
+ * the part of it the rank waited for (weft_linear_sp_plan_stats): equal without overlap,
+ * smaller when zeco's progress thread hides the All-Scan behind the compute.
  *
  * Physical limit: on one node the hand-off moves states through shared memory (memory
  * bandwidth); across nodes, the NIC. The layer is compute-bound: its limit is t_1 / P.
@@ -239,20 +243,30 @@ static void layer_free(const weft_device_t *dev, layer_bufs_t *L) {
 
 /* Mean seconds per forward + backward on `comm` (this rank's time), and bytes sent per
  * forward + backward. */
+/* One row of part 2: an algorithm, and for zeco whether the scan runs behind the compute. */
+typedef struct layer_algo {
+  const char *name;
+  weft_linear_sp_algo_t algo;
+  bool overlap;
+} layer_algo_t;
+
 static weft_status_t layer_time(const lin_bench_t *b, weft_comm_t *comm, weft_kernel_ctx_t *ctx,
-                                const weft_gla_shape_t *shape, weft_linear_sp_algo_t algo,
-                                double *seconds_p, uint64_t *sent_p) {
+                                const weft_gla_shape_t *shape, const layer_algo_t *algo,
+                                double *seconds_p, uint64_t *sent_p,
+                                weft_linear_sp_stats_t *stats_p) {
   const lin_opts_t *o = b->opt;
   layer_bufs_t L = {0};
   weft_linear_sp_plan_t *plan = NULL;
   weft_status_t st = layer_alloc(b->dev, shape, &L);
   if (st == WEFT_OK)
-    st = weft_linear_sp_plan_create(comm, ctx, shape, algo, (size_t)o->scan_blocks, &plan);
+    st = weft_linear_sp_plan_create(comm, ctx, shape, algo->algo, (size_t)o->scan_blocks, &plan);
+  if (st == WEFT_OK) weft_linear_sp_plan_set_overlap(plan, algo->overlap);
   for (long i = 0; st == WEFT_OK && i < o->warmup + o->iters; i++) {
     if (i == o->warmup) {
       st = weft_comm_barrier(comm);
       *sent_p = sent_total(comm);
       *seconds_p = weft_time_now();
+      weft_linear_sp_plan_stats_reset(plan);
     }
     if (st == WEFT_OK) st = weft_linear_sp_forward(plan, L.q, L.k, L.v, L.g, L.out, L.s_in, L.fs);
     if (st == WEFT_OK)
@@ -262,6 +276,9 @@ static weft_status_t layer_time(const lin_bench_t *b, weft_comm_t *comm, weft_ke
   if (st == WEFT_OK) {
     *seconds_p = (weft_time_now() - *seconds_p) / (double)o->iters;
     *sent_p = (sent_total(comm) - *sent_p) / (uint64_t)o->iters;
+    *stats_p = weft_linear_sp_plan_stats(plan);
+    stats_p->scan_s /= (double)o->iters;
+    stats_p->exposed_s /= (double)o->iters;
   }
   weft_linear_sp_plan_destroy(plan);
   layer_free(b->dev, &L);
@@ -288,42 +305,55 @@ static weft_status_t layer_sweep(const lin_bench_t *b) {
   WEFT_CHECK(weft_kernel_ctx_create(b->dev, NULL, &ctx));
   weft_status_t st = weft_comm_split(b->comm, b->rank, 0, "self", &self);
   int64_t base = o->tokens / b->size, extra = o->tokens % b->size;
-  weft_gla_shape_t shape = {o->batch, base + (b->rank < extra ? 1 : 0),  o->heads, o->dk, o->dv,
-                            0,        (float)(1.0 / sqrt((double)o->dk))};
+  weft_gla_shape_t shape = {.batch = o->batch,
+                            .tokens = base + (b->rank < extra ? 1 : 0),
+                            .heads = o->heads,
+                            .dk = o->dk,
+                            .dv = o->dv,
+                            .scale = (float)(1.0 / sqrt((double)o->dk))};
   weft_gla_shape_t whole = shape;
   whole.tokens = o->tokens;
   double t1 = 0;
   uint64_t unused = 0;
-  if (st == WEFT_OK) st = layer_time(b, self, ctx, &whole, WEFT_LINEAR_SP_ZECO, &t1, &unused);
+  static const layer_algo_t algos[] = {{"zeco", WEFT_LINEAR_SP_ZECO, true},
+                                       {"zeco-seq", WEFT_LINEAR_SP_ZECO, false},
+                                       {"lasp2", WEFT_LINEAR_SP_LASP2, false},
+                                       {"ring", WEFT_LINEAR_SP_RING, false}};
+  weft_linear_sp_stats_t stats;
+  if (st == WEFT_OK) st = layer_time(b, self, ctx, &whole, &algos[0], &t1, &unused, &stats);
   if (st == WEFT_OK) st = reduce_max(b, &t1, &unused);
   if (st == WEFT_OK && b->rank == 0) {
-    fprintf(b->table,
-            "#\n# part 2: layer forward+backward, B %ld N %ld H %ld dk %ld dv %ld; t_1 = one rank "
-            "with all N tokens: %.3f ms, ideal t_1/P = %.3f ms\n# %10s %11s %9s %15s %13s\n",
-            o->batch, o->tokens, o->heads, o->dk, o->dv, t1 * 1e3, t1 * 1e3 / b->size, "algo",
-            "time(ms)", "ratio", "sent(B) max", "formula");
+    fprintf(
+        b->table,
+        "#\n# part 2: layer forward+backward, B %ld N %ld H %ld dk %ld dv %ld; t_1 = one rank "
+        "with all N tokens: %.3f ms, ideal t_1/P = %.3f ms\n# %10s %11s %9s %15s %13s %9s %12s\n",
+        o->batch, o->tokens, o->heads, o->dk, o->dv, t1 * 1e3, t1 * 1e3 / b->size, "algo",
+        "time(ms)", "ratio", "sent(B) max", "formula", "scan(ms)", "exposed(ms)");
   }
-  static const weft_linear_sp_algo_t algos[] = {WEFT_LINEAR_SP_ZECO, WEFT_LINEAR_SP_LASP2,
-                                                WEFT_LINEAR_SP_RING};
-  for (size_t a = 0; a < 3 && st == WEFT_OK; a++) {
+  for (size_t a = 0; a < sizeof algos / sizeof algos[0] && st == WEFT_OK; a++) {
     double t = 0;
     uint64_t sent = 0;
-    st = layer_time(b, b->comm, ctx, &shape, algos[a], &t, &sent);
+    st = layer_time(b, b->comm, ctx, &shape, &algos[a], &t, &sent, &stats);
     if (st == WEFT_OK) st = reduce_max(b, &t, &sent);
+    /* The slowest rank's hand-off time and its exposed part (the byte slot is unused). */
+    uint64_t none = 0;
+    if (st == WEFT_OK) st = reduce_max(b, &stats.scan_s, &none);
+    if (st == WEFT_OK) st = reduce_max(b, &stats.exposed_s, &none);
     if (st != WEFT_OK || b->rank != 0) continue;
     double ratio = t1 > 0 ? t / (t1 / b->size) : 0;
-    const char *name = weft_linear_sp_algo_name(algos[a]);
-    uint64_t expect = layer_expected_sent_max(b, algos[a]);
-    fprintf(b->table, "  %10s %11.3f %9.3f %15" PRIu64 "%c%13" PRIu64 "\n", name, t * 1e3, ratio,
-            sent, sent == expect ? ' ' : '*', expect);
+    const char *name = algos[a].name;
+    uint64_t expect = layer_expected_sent_max(b, algos[a].algo);
+    fprintf(b->table, "  %10s %11.3f %9.3f %15" PRIu64 "%c%13" PRIu64 " %9.3f %12.3f\n", name,
+            t * 1e3, ratio, sent, sent == expect ? ' ' : '*', expect, stats.scan_s * 1e3,
+            stats.exposed_s * 1e3);
     if (o->json)
       printf(
           "{\"part\":\"layer\",\"algo\":\"%s\",\"ranks\":%d,\"batch\":%ld,\"tokens\":%ld,"
           "\"heads\":%ld,\"dk\":%ld,\"dv\":%ld,\"blocks\":%ld,\"iters\":%ld,\"time_ms\":%.4f,"
           "\"single_rank_ms\":%.4f,\"ratio_to_ideal\":%.4f,\"sent_bytes_max\":%" PRIu64
-          ",\"expected_sent_bytes_max\":%" PRIu64 "}\n",
+          ",\"expected_sent_bytes_max\":%" PRIu64 ",\"scan_ms\":%.4f,\"exposed_scan_ms\":%.4f}\n",
           name, b->size, o->batch, o->tokens, o->heads, o->dk, o->dv, o->scan_blocks, o->iters,
-          t * 1e3, t1 * 1e3, ratio, sent, expect);
+          t * 1e3, t1 * 1e3, ratio, sent, expect, stats.scan_s * 1e3, stats.exposed_s * 1e3);
   }
   weft_comm_destroy(self);
   weft_kernel_ctx_destroy(ctx);

@@ -247,7 +247,12 @@ static weft_status_t compute(check_run_t *r, double *seconds, int64_t *bytes) {
   weft_comm_peer_bytes_t *before = calloc((size_t)r->size, sizeof *before);
   weft_status_t st = before ? WEFT_OK : WEFT_ERR_NO_MEMORY;
   float **d = r->dev_buf;
-  weft_gla_shape_t shape = {r->B, r->n, r->H, r->DK, r->DV, 0, (float)r->scale};
+  weft_gla_shape_t shape = {.batch = r->B,
+                            .tokens = r->n,
+                            .heads = r->H,
+                            .dk = r->DK,
+                            .dv = r->DV,
+                            .scale = (float)r->scale};
   if (st == WEFT_OK) st = weft_kernel_ctx_create(r->dev, NULL, &ctx);
   if (st == WEFT_OK)
     st = weft_linear_sp_plan_create(r->comm, ctx, &shape, r->opt->algo, (size_t)r->opt->scan_blocks,

@@ -2,7 +2,7 @@
 """Runs `weft bench linear --json` (the command after `--`) and checks its stdout.
 
 Every stdout line must be one JSON object; each state size of part 1 must have a row for
-allscan, allgather and ring, and part 2 a row for zeco, lasp2 and ring; every byte counter
+allscan, allgather and ring, and part 2 a row for zeco (All-Scan behind the compute), zeco-seq (after it), lasp2 and ring; every byte counter
 must equal its formula (the bench computes the formula; this script recomputes it too), and
 times must be positive.
 
@@ -77,7 +77,7 @@ def main():
     for size, algos in sorted(scans.items()):
         if algos != {"allscan", "allgather", "ring"}:
             problems.append(f"state {size}: algorithms {sorted(algos)}")
-    if layers != {"zeco", "lasp2", "ring"}:
+    if layers != {"zeco", "zeco-seq", "lasp2", "ring"}:
         problems.append(f"layer algorithms {sorted(layers)}")
     for p in problems:
         print("FAIL:", p)

@@ -30,7 +30,8 @@
  * Cases: n = 0, 1, C-1, C, C+1, 3C+5 for C = 1, 16, 64, a chunk larger than n, the default
  * chunk; B = 2, H = 3, dk = 16, dv = 24 (and dk = dv = 64); g = 0, small decays, and mixed
  * decays with channels at -30 and -1000 per token (outputs must stay finite); random S_in
- * and dS_out. */
+ * and dS_out. Head subsets (layout_heads > heads) are checked bitwise against whole-tensor
+ * calls, see run_head_subsets. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -362,6 +363,129 @@ static void test_reference_gradient(void) {
   case_destroy(&c);
 }
 
+/* Head subsets (shape.layout_heads > heads): the four kernels run on heads [h0, h1) of the
+ * whole tensors, with every pointer at the subset's first head, must give bitwise the results
+ * of the whole-tensor call for those heads (heads are independent and the CPU kernels do the
+ * same arithmetic in the same order with the same strides) and must not write any element of
+ * another head. Outputs start as a NaN with a recognisable payload so both show. */
+
+/* Sentinel bits: a quiet NaN no kernel produces from arithmetic. */
+#define SUBSET_SENTINEL 0x7fc0beefu
+
+static float *sentinel_buf(size_t count) {
+  float *p = malloc((count ? count : 1) * sizeof(float));
+  if (!p) abort();
+  uint32_t bits = SUBSET_SENTINEL;
+  for (size_t e = 0; e < count; e++) memcpy(&p[e], &bits, sizeof bits);
+  return p;
+}
+
+/* Compares x against the whole-tensor result `full` element by element: elements whose head
+ * ((e / row) % H, row = elements per head in one token or one batch element) is in [h0, h1)
+ * must be bitwise equal, all others must still hold the sentinel. */
+static void check_subset(const char *label, const char *what, const float *x, const float *full,
+                         size_t count, size_t row, int64_t H, int64_t h0, int64_t h1) {
+  size_t bad = 0, first = 0;
+  for (size_t e = 0; e < count; e++) {
+    int64_t h = (int64_t)((e / row) % (size_t)H);
+    uint32_t got, want = SUBSET_SENTINEL;
+    memcpy(&got, &x[e], sizeof got);
+    if (h >= h0 && h < h1) memcpy(&want, &full[e], sizeof want);
+    if (got != want && bad++ == 0) first = e;
+  }
+  WT_CHECK(bad == 0, "%s heads [%lld, %lld) %s: %zu elements differ, first %zu (head %lld)", label,
+           (long long)h0, (long long)h1, what, bad, first, (long long)((first / row) % (size_t)H));
+}
+
+static void run_head_subsets(weft_kernel_ctx_t *ctx, int64_t B, int64_t n, int64_t H, int64_t dk,
+                             int64_t dv, int64_t chunk, uint64_t seed) {
+  char label[160];
+  snprintf(label, sizeof label, "subset B=%lld n=%lld H=%lld dk=%lld dv=%lld chunk=%lld",
+           (long long)B, (long long)n, (long long)H, (long long)dk, (long long)dv,
+           (long long)chunk);
+  gla_case_t c;
+  case_create(&c, B, n, H, dk, dv, chunk, G_MIXED, seed);
+  size_t nlg = (size_t)(B * H * dk);
+  /* [0] whole tensors, [1] one head group; out_local keeps o^local before the correction */
+  float *out_local[2], *out[2], *s_local[2], *lg[2], *ds[2], *dq[2], *dkk[2], *dvv[2], *dg[2];
+  for (int r = 0; r < 2; r++) {
+    out_local[r] = sentinel_buf(c.nv);
+    out[r] = sentinel_buf(c.nv);
+    s_local[r] = sentinel_buf(c.ns);
+    lg[r] = sentinel_buf(nlg);
+    ds[r] = sentinel_buf(c.ns);
+    dq[r] = sentinel_buf(c.nk);
+    dkk[r] = sentinel_buf(c.nk);
+    dvv[r] = sentinel_buf(c.nv);
+    dg[r] = sentinel_buf(c.nk);
+  }
+  const weft_gla_shape_t *fs = &c.shape;
+  WT_CHECK_OK(weft_gla_forward_local(ctx, fs, c.q, c.k, c.v, c.g, out[0], s_local[0], lg[0]));
+  memcpy(out_local[0], out[0], c.nv * sizeof(float));
+  WT_CHECK_OK(weft_gla_forward_correct(ctx, fs, c.q, c.g, c.s_in, out[0]));
+  WT_CHECK_OK(weft_gla_backward_state_local(ctx, fs, c.q, c.g, c.dout, ds[0]));
+  WT_CHECK_OK(weft_gla_backward(ctx, fs, c.q, c.k, c.v, c.g, c.dout, c.s_in, c.ds_out, dq[0],
+                                dkk[0], dvv[0], dg[0]));
+
+  /* Groups of 2, 1 and H - 3 heads (H >= 4): a first, a middle and a last group. */
+  const int64_t bounds[] = {0, 2, 3, H};
+  size_t st = (size_t)(dk * dv);
+  for (int gi = 0; gi < 3; gi++) {
+    int64_t h0 = bounds[gi], h1 = bounds[gi + 1];
+    weft_gla_shape_t s = c.shape;
+    s.heads = h1 - h0;
+    s.layout_heads = H;
+    size_t ok = (size_t)(h0 * dk), ov = (size_t)(h0 * dv), os = (size_t)h0 * st;
+    float *o1 = out[1], *ol1 = out_local[1];
+    WT_CHECK_OK(weft_gla_forward_local(ctx, &s, c.q + ok, c.k + ok, c.v + ov, c.g + ok, o1 + ov,
+                                       s_local[1] + os, lg[1] + ok));
+    memcpy(ol1, o1, c.nv * sizeof(float));
+    WT_CHECK_OK(weft_gla_forward_correct(ctx, &s, c.q + ok, c.g + ok, c.s_in + os, o1 + ov));
+    WT_CHECK_OK(
+        weft_gla_backward_state_local(ctx, &s, c.q + ok, c.g + ok, c.dout + ov, ds[1] + os));
+    WT_CHECK_OK(weft_gla_backward(ctx, &s, c.q + ok, c.k + ok, c.v + ov, c.g + ok, c.dout + ov,
+                                  c.s_in + os, c.ds_out + os, dq[1] + ok, dkk[1] + ok, dvv[1] + ov,
+                                  dg[1] + ok));
+    check_subset(label, "out (local)", ol1, out_local[0], c.nv, (size_t)dv, H, h0, h1);
+    check_subset(label, "out", o1, out[0], c.nv, (size_t)dv, H, h0, h1);
+    check_subset(label, "s_local", s_local[1], s_local[0], c.ns, st, H, h0, h1);
+    check_subset(label, "log_gamma", lg[1], lg[0], nlg, (size_t)dk, H, h0, h1);
+    check_subset(label, "ds_local", ds[1], ds[0], c.ns, st, H, h0, h1);
+    check_subset(label, "dq", dq[1], dq[0], c.nk, (size_t)dk, H, h0, h1);
+    check_subset(label, "dk", dkk[1], dkk[0], c.nk, (size_t)dk, H, h0, h1);
+    check_subset(label, "dv", dvv[1], dvv[0], c.nv, (size_t)dv, H, h0, h1);
+    check_subset(label, "dg", dg[1], dg[0], c.nk, (size_t)dk, H, h0, h1);
+    /* fresh sentinels for the next group */
+    float *bufs[] = {out[1], out_local[1], s_local[1], lg[1], ds[1], dq[1], dkk[1], dvv[1], dg[1]};
+    size_t counts[] = {c.nv, c.nv, c.ns, nlg, c.ns, c.nk, c.nk, c.nv, c.nk};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+      free(bufs[i]);
+      bufs[i] = sentinel_buf(counts[i]);
+    }
+    out[1] = bufs[0];
+    out_local[1] = bufs[1];
+    s_local[1] = bufs[2];
+    lg[1] = bufs[3];
+    ds[1] = bufs[4];
+    dq[1] = bufs[5];
+    dkk[1] = bufs[6];
+    dvv[1] = bufs[7];
+    dg[1] = bufs[8];
+  }
+  for (int r = 0; r < 2; r++) {
+    free(out_local[r]);
+    free(out[r]);
+    free(s_local[r]);
+    free(lg[r]);
+    free(ds[r]);
+    free(dq[r]);
+    free(dkk[r]);
+    free(dvv[r]);
+    free(dg[r]);
+  }
+  case_destroy(&c);
+}
+
 static void test_invalid(weft_kernel_ctx_t *ctx) {
   float x[4096] = {0};
   weft_gla_shape_t ok = {
@@ -402,6 +526,25 @@ static void test_invalid(weft_kernel_ctx_t *ctx) {
       weft_gla_backward(ctx, &empty, NULL, NULL, NULL, NULL, NULL, x, x, NULL, NULL, NULL, NULL));
   WT_CHECK_STATUS(weft_gla_forward_local(ctx, &empty, NULL, NULL, NULL, NULL, NULL, NULL, x + 192),
                   WEFT_ERR_INVALID_ARG);
+  /* layout_heads: 0 and >= heads are valid, negative or below heads are not */
+  weft_gla_shape_t sub = ok;
+  sub.heads = 3;
+  sub.layout_heads = 3;
+  WT_CHECK_OK(weft_gla_forward_local(ctx, &sub, x, x, x, x, x + 64, x + 128, x + 192));
+  sub.layout_heads = 4;
+  WT_CHECK_OK(weft_gla_forward_local(ctx, &sub, x, x, x, x, x + 64, x + 128, x + 192));
+  const int64_t bad_layout[] = {-1, sub.heads - 1};
+  for (size_t i = 0; i < sizeof bad_layout / sizeof bad_layout[0]; i++) {
+    sub.layout_heads = bad_layout[i];
+    WT_CHECK_STATUS(weft_gla_forward_local(ctx, &sub, x, x, x, x, x + 64, x + 128, x + 192),
+                    WEFT_ERR_INVALID_ARG);
+    WT_CHECK_STATUS(weft_gla_forward_correct(ctx, &sub, x, x, x, x + 64), WEFT_ERR_INVALID_ARG);
+    WT_CHECK_STATUS(weft_gla_backward_state_local(ctx, &sub, x, x, x, x + 64),
+                    WEFT_ERR_INVALID_ARG);
+    WT_CHECK_STATUS(
+        weft_gla_backward(ctx, &sub, x, x, x, x, x, x, x, x + 64, x + 128, x + 192, x + 256),
+        WEFT_ERR_INVALID_ARG);
+  }
 }
 
 int main(void) {
@@ -426,6 +569,9 @@ int main(void) {
   run_case(ctx, 1, 150, 2, 64, 64, 0, G_SMALL, seed++);  /* default chunk, dk = dv = 64 */
   run_case(ctx, 1, 150, 2, 64, 64, 0, G_MIXED, seed++);
   run_case(ctx, 1, 70, 1, 8, 40, 7, G_ZERO, seed++); /* dv > dk, odd chunk */
+  run_head_subsets(ctx, 2, 70, 5, 16, 24, 16, seed++);
+  run_head_subsets(ctx, 2, 0, 5, 16, 24, 16, seed++); /* n = 0: states zeroed per subset */
+  run_head_subsets(ctx, 1, 9, 4, 8, 40, 0, seed++);   /* default chunk > n, dv > dk */
 
   static const char *const names[] = {"s_local", "S_n", "out", "dS_in", "dq", "dk", "dv", "dg"};
   printf("largest error / tolerance:");

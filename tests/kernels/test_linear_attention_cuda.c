@@ -98,8 +98,13 @@ static void fill_nan(float *p, size_t count) {
 
 static void run_case(weft_kernel_ctx_t *cctx, weft_kernel_ctx_t *gctx, const gla_case_t *tc,
                      uint64_t seed) {
-  weft_gla_shape_t shape = {
-      tc->batch, tc->tokens, tc->heads, tc->dk, tc->dv, tc->chunk, 1.0f / sqrtf((float)tc->dk)};
+  weft_gla_shape_t shape = {.batch = tc->batch,
+                            .tokens = tc->tokens,
+                            .heads = tc->heads,
+                            .dk = tc->dk,
+                            .dv = tc->dv,
+                            .chunk = tc->chunk,
+                            .scale = 1.0f / sqrtf((float)tc->dk)};
   char label[160];
   int prefix = snprintf(label, sizeof label, "B=%lld n=%lld H=%lld dk=%lld dv=%lld C=%lld%s",
                         (long long)tc->batch, (long long)tc->tokens, (long long)tc->heads,
@@ -253,7 +258,8 @@ static void split_case(weft_kernel_ctx_t *gctx, int64_t n, int64_t n1, int64_t c
     WT_CHECK(false, "out of memory");
     goto done;
   }
-  weft_gla_shape_t all = {1, n, H, DK, DV, chunk, 0.2f};
+  weft_gla_shape_t all = {
+      .batch = 1, .tokens = n, .heads = H, .dk = DK, .dv = DV, .chunk = chunk, .scale = 0.2f};
   weft_gla_shape_t first = all, second = all;
   first.tokens = n1;
   second.tokens = n - n1;

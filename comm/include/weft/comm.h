@@ -104,6 +104,17 @@ const weft_device_t *weft_comm_device(const weft_comm_t *comm);
 bool weft_comm_has_nccl(const weft_comm_t *comm);
 /* The rank of this communicator's rank `rank` in MPI_COMM_WORLD. */
 int weft_comm_world_rank_of(const weft_comm_t *comm, int rank);
+/* true when MPI lets a second thread drive communication (MPI_THREAD_SERIALIZED or above)
+ * while this one computes: progress threads use a communicator only when this holds, and
+ * only when no other thread uses that communicator meanwhile. */
+bool weft_comm_progress_thread_ok(void);
+
+/* Makes the calling thread's waits back off (sleep ~20 us between polls once the short spin
+ * phase is over) instead of yielding. For progress threads: their latency hides behind the
+ * compute, and polling at full speed would take a core from that compute wherever threads
+ * outnumber cores. Thread-local; off by default. */
+void weft_comm_set_thread_backoff(bool on);
+
 /* Deadline for every blocking wait on this communicator, in seconds (> 0). */
 void weft_comm_set_timeout(weft_comm_t *comm, double seconds);
 double weft_comm_timeout(const weft_comm_t *comm);

@@ -18,7 +18,8 @@
  * which is the reverse scan of design.md section 5. Then dq, dk, dv, dg follow locally,
  * recomputing local states from the saved S_in (no O(n) state storage).
  *
- * Layouts (row-major, contiguous):
+ * Layouts (row-major, contiguous; H is shape.layout_heads, which is shape.heads unless a call
+ * covers a subset of the heads, see weft_gla_shape_t):
  *   q, k, g, dq, dk, dg : [B, n, H, dk]      v, o, do, dv : [B, n, H, dv]
  *   S_in, S_local, dS_*  : [B, H, dk, dv]    log_gamma    : [B, H, dk]  (= c_n, <= 0)
  * All tensors are f32. Computation is chunked (chunk length `chunk`, default 64): within a
@@ -46,6 +47,19 @@ typedef struct weft_gla_shape {
   int64_t dv;     /* value width */
   int64_t chunk;  /* chunk length C; 0 = 64 */
   float scale;    /* output scale, usually 1/sqrt(dk) */
+  /* Heads per token in the tensors' layout; 0 means `heads` (whole tensors). With
+   * layout_heads > heads a call covers `heads` consecutive heads of tensors laid out
+   * [B, n, layout_heads, d] (states [B, layout_heads, dk, dv], log_gamma [B, layout_heads, dk]),
+   * and every pointer points at the first head of the subset: to run heads [h0, h0 + heads) a
+   * caller passes q + h0*dk, v + h0*dv, s_in + h0*dk*dv, log_gamma + h0*dk, ... (one call
+   * covers all B batch elements, strided by the layout). Heads are independent, so the result
+   * for each head is bitwise the same as in a whole-tensor call and elements of other heads are
+   * neither read nor written. Sequence parallelism uses it to pipeline per head group: the
+   * states of one group travel between ranks while the next group computes, with no copy into
+   * per-group tensors. Kept last so positional initialisers leave it 0. CPU only: on a CUDA
+   * context layout_heads != heads is WEFT_ERR_UNSUPPORTED (the CUDA kernels take whole heads).
+   * Values other than 0 and >= heads are WEFT_ERR_INVALID_ARG. */
+  int64_t layout_heads;
 } weft_gla_shape_t;
 
 /* Local forward from a zero incoming state.

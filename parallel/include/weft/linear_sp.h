@@ -24,12 +24,15 @@
  * All-Scan combine needs a row-wise decay and there is no device combine kernel yet. On the CPU
  * device nothing is staged.
  *
- * Overlap: ZeCO overlaps the scan with the intra-chunk compute. weft_gla_forward_local computes
- * S_local and the intra-chunk outputs in one call, and S_local is what the scan needs, so this
- * implementation runs local compute, then the scan, then the correction, one after another.
- * True overlap needs the kernel split into "end state first" and "intra-chunk outputs" (the
- * latter queued while the scan runs on a second stream or a progress thread); the byte counts
- * and results do not change, only the latency hides. Not faked here.
+ * Overlap (zeco): the (batch, head) pairs are cut into a few units whose states are
+ * consecutive in the buffer (head groups, or batch ranges when B is large; batch ranges only
+ * on CUDA, whose kernels take whole heads). The local kernel runs unit after unit and a
+ * progress thread runs each finished unit's All-Scan while the next unit computes; the
+ * correction (forward) or the gradient kernel (backward) of a unit runs as soon as its scan
+ * is in. Only the first unit's scan stays exposed. Results and bytes are those of the
+ * one-after-another pass (the same arithmetic per element). Used when there are at least two
+ * units and two ranks and MPI grants MPI_THREAD_SERIALIZED or more; lasp2 and ring never
+ * overlap (they are the baselines).
  *
  * Rejected: keeping log Gamma from the forward inside the plan for the backward (the backward
  * would then silently depend on the last forward call's inputs); it is recomputed from g by one
@@ -37,7 +40,9 @@
 #ifndef WEFT_LINEAR_SP_H
 #define WEFT_LINEAR_SP_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "weft/comm.h"
 #include "weft/kernel_ctx.h"
@@ -73,6 +78,22 @@ weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx
                                          weft_linear_sp_algo_t algo, size_t scan_blocks,
                                          weft_linear_sp_plan_t **plan_p);
 void weft_linear_sp_plan_destroy(weft_linear_sp_plan_t *plan);
+
+/* zeco only: run the All-Scan behind the compute (the default, true) or after it (false, for
+ * measuring what the overlap hides). Every rank of the communicator must choose the same. */
+void weft_linear_sp_plan_set_overlap(weft_linear_sp_plan_t *plan, bool overlap);
+
+/* Where the state hand-off's time went, summed over forward and backward calls since creation
+ * or the last reset. scan_s: wall time inside the hand-off (for overlapped zeco, the progress
+ * thread's scans); exposed_s: the part the calling thread waited for, i.e. what the overlap
+ * did not hide (equal to scan_s without overlap). */
+typedef struct weft_linear_sp_stats {
+  uint64_t passes; /* forward and backward calls */
+  double scan_s;
+  double exposed_s;
+} weft_linear_sp_stats_t;
+weft_linear_sp_stats_t weft_linear_sp_plan_stats(const weft_linear_sp_plan_t *plan);
+void weft_linear_sp_plan_stats_reset(weft_linear_sp_plan_t *plan);
 
 const weft_gla_shape_t *weft_linear_sp_plan_shape(const weft_linear_sp_plan_t *plan);
 weft_linear_sp_algo_t weft_linear_sp_plan_algo(const weft_linear_sp_plan_t *plan);
