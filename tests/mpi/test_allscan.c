@@ -14,7 +14,11 @@
  * one buffer to the successor and from the predecessor, none at the ends of the chain, nothing
  * to anyone else. Also weft_allscan_auto_blocks' range and growth, NULL operations refused
  * on every rank, and a combine failing on the last rank of a forward inclusive scan (the
- * one rank nobody waits for) returning its status there and OK elsewhere. */
+ * one rank nobody waits for) returning its status there and OK elsewhere.
+ *
+ * With --gpu (ctest mpi.allscan_gpu) every rank opens its CUDA device and "device" buffers
+ * are GPU memory, staged by the scan; the test's combine then copies its blocks to the host
+ * and back. Skipped (77) unless every rank has a GPU. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,11 +28,16 @@
 #include "test_util.h"
 #include "weft/allscan.h"
 #include "weft/bootstrap.h"
+#include "weft/check.h"
 #include "weft/comm.h"
+
+#define MAX_COUNT 1005 /* the largest count below, blocks included */
 
 typedef struct combine_ctx {
   int rank;
-  int fail; /* return this status instead of combining (0 = combine) */
+  int fail;                 /* return this status instead of combining (0 = combine) */
+  const weft_device_t *gpu; /* non-NULL: the blocks are in this GPU's memory */
+  float in[MAX_COUNT], x[MAX_COUNT], y[MAX_COUNT]; /* host copies of GPU blocks */
 } combine_ctx_t;
 
 static float coef(int rank, size_t e) { return 0.5f + 0.4f * sinf((float)(rank * 7) + (float)e); }
@@ -43,11 +52,20 @@ static float input(int rank, size_t e) { /* in [-1, 1], distinct per (rank, elem
 
 static weft_status_t affine_combine(void *user, size_t offset, size_t len, const void *incoming,
                                     const void *local, void *result) {
-  const combine_ctx_t *c = user;
+  combine_ctx_t *c = user;
   if (c->fail) return (weft_status_t)c->fail;
   const float *in = incoming, *x = local;
   float *y = result;
+  size_t bytes = len * sizeof(float);
+  if (c->gpu) {
+    WEFT_CHECK(weft_device_copy(c->gpu, c->in, incoming, bytes, WEFT_COPY_DEVICE_TO_HOST));
+    WEFT_CHECK(weft_device_copy(c->gpu, c->x, local, bytes, WEFT_COPY_DEVICE_TO_HOST));
+    in = c->in;
+    x = c->x;
+    y = c->y;
+  }
   for (size_t i = 0; i < len; i++) y[i] = coef(c->rank, offset + i) * in[i] + x[i];
+  if (c->gpu) WEFT_CHECK(weft_device_copy(c->gpu, result, y, bytes, WEFT_COPY_HOST_TO_DEVICE));
   return WEFT_OK;
 }
 
@@ -69,19 +87,23 @@ static void run_one(weft_comm_t *comm, size_t count, weft_allscan_direction_t di
                     weft_allscan_kind_t kind, size_t blocks, bool in_place, weft_mem_t mem) {
   int rank = weft_comm_rank(comm), size = weft_comm_size(comm);
   const weft_device_t *dev = weft_comm_device(comm);
+  const bool device = mem == WEFT_MEM_DEVICE;
   size_t bytes = (count ? count : 1) * sizeof(float);
-  float *local = NULL, *result = NULL, *ref = malloc(bytes);
-  if (mem == WEFT_MEM_DEVICE) {
+  float *h_local = malloc(bytes), *h_result = malloc(bytes), *ref = malloc(bytes);
+  float *local = h_local, *result = h_result;
+  for (size_t e = 0; e < count; e++) h_local[e] = input(rank, e);
+  for (size_t e = 0; e < count; e++) h_result[e] = NAN;
+  if (device) { /* on the CPU device these are host memory too, through the same calls */
     WT_CHECK_OK(weft_device_alloc(dev, bytes, (void **)&local));
     WT_CHECK_OK(weft_device_alloc(dev, bytes, (void **)&result));
-  } else {
-    local = malloc(bytes);
-    result = malloc(bytes);
+    WT_CHECK_OK(weft_device_copy(dev, local, h_local, bytes, WEFT_COPY_HOST_TO_DEVICE));
+    WT_CHECK_OK(weft_device_copy(dev, result, h_result, bytes, WEFT_COPY_HOST_TO_DEVICE));
   }
-  for (size_t e = 0; e < count; e++) local[e] = input(rank, e);
-  for (size_t e = 0; e < count; e++) result[e] = NAN;
-  float *out = in_place ? local : result;
-  combine_ctx_t cc = {rank, 0};
+  float *out = in_place ? local : result, *h_out = in_place ? h_local : h_result;
+  static combine_ctx_t cc;
+  cc.rank = rank;
+  cc.fail = 0;
+  cc.gpu = device && dev->kind == WEFT_DEVICE_CUDA ? dev : NULL;
   weft_allscan_op_t op = {WEFT_DTYPE_F32, affine_combine, &cc};
   char label[128];
   snprintf(label, sizeof label, "P=%d count=%zu %s %s K=%zu %s %s", size, count,
@@ -89,6 +111,8 @@ static void run_one(weft_comm_t *comm, size_t count, weft_allscan_direction_t di
            kind == WEFT_ALLSCAN_INCLUSIVE ? "inclusive" : "exclusive", blocks,
            in_place ? "in-place" : "separate", mem == WEFT_MEM_DEVICE ? "device" : "host");
   WT_CHECK_OK(weft_allscan(comm, local, out, count, &op, dir, kind, blocks, mem));
+  if (device) WT_CHECK_OK(weft_device_copy(dev, h_out, out, bytes, WEFT_COPY_DEVICE_TO_HOST));
+  out = h_out;
   reference(rank, size, count, dir, kind, ref);
   size_t bad = 0;
   for (size_t e = 0; e < count; e++)
@@ -98,13 +122,12 @@ static void run_one(weft_comm_t *comm, size_t count, weft_allscan_direction_t di
                  (double)out[e], (double)ref[e]);
     }
   WT_CHECK(bad == 0, "%s: %zu wrong element(s) on rank %d", label, bad, rank);
-  if (mem == WEFT_MEM_DEVICE) {
+  if (device) {
     weft_device_free(dev, local);
     weft_device_free(dev, result);
-  } else {
-    free(local);
-    free(result);
   }
+  free(h_local);
+  free(h_result);
   free(ref);
 }
 
@@ -150,7 +173,10 @@ static void check_errors(weft_comm_t *comm) {
                   WEFT_ERR_INVALID_ARG);
   /* The last rank of a forward inclusive scan combines but sends nothing: its failure must
    * come back to it and leave the others unaffected. */
-  combine_ctx_t cc = {rank, rank == size - 1 && size > 1 ? (int)WEFT_ERR_DEVICE : 0};
+  static combine_ctx_t cc;
+  cc.rank = rank;
+  cc.fail = rank == size - 1 && size > 1 ? (int)WEFT_ERR_DEVICE : 0;
+  cc.gpu = NULL;
   weft_allscan_op_t op = {WEFT_DTYPE_F32, affine_combine, &cc};
   weft_status_t st = weft_allscan(comm, x, y, 8, &op, WEFT_ALLSCAN_FORWARD, WEFT_ALLSCAN_INCLUSIVE,
                                   2, WEFT_MEM_HOST);
@@ -159,13 +185,26 @@ static void check_errors(weft_comm_t *comm) {
 }
 
 int main(int argc, char **argv) {
+  const bool gpu = argc > 1 && strcmp(argv[1], "--gpu") == 0;
   weft_bootstrap_t boot;
-  if (weft_comm_bootstrap(&argc, &argv, WEFT_DEVICE_REQUEST_CPU, &boot) != WEFT_OK)
+  if (weft_comm_bootstrap(&argc, &argv, gpu ? WEFT_DEVICE_REQUEST_AUTO : WEFT_DEVICE_REQUEST_CPU,
+                          &boot) != WEFT_OK)
     weft_comm_abort(1);
   weft_test_set_rank(boot.world_rank);
   weft_comm_t *world = NULL;
   if (weft_comm_create_world(&boot, &world) != WEFT_OK) weft_comm_abort(1);
   weft_comm_set_timeout(world, 60.0);
+  if (gpu) {
+    int32_t on_gpu = boot.device->kind == WEFT_DEVICE_CUDA, all = 0;
+    WT_CHECK_OK(weft_comm_allreduce(world, &on_gpu, &all, 1, WEFT_DTYPE_I32, WEFT_REDUCE_MIN,
+                                    WEFT_MEM_HOST));
+    if (!all) {
+      if (boot.world_rank == 0) printf("test_allscan --gpu: skipped (not every rank has a GPU)\n");
+      weft_comm_destroy(world);
+      weft_comm_finalize(&boot);
+      return WEFT_TEST_SKIP;
+    }
+  }
 
   static const size_t counts[] = {0, 1, 5, 1000};
   static const weft_allscan_direction_t dirs[] = {WEFT_ALLSCAN_FORWARD, WEFT_ALLSCAN_REVERSE};
