@@ -116,6 +116,33 @@ static weft_status_t combine_chain(scan_t *s, void *in, const void *local, void 
   return WEFT_OK;
 }
 
+/* After a failure: lets the requests still in flight finish within ONE deadline of the
+ * communicator (waiting on them one by one could take K deadlines when a neighbour is gone).
+ * Receives still pending at the deadline are cancelled; a send that cannot finish marks the
+ * communicator broken (comm.h). Returns true when every request is over, so the buffers they
+ * use may be freed. */
+static bool settle(weft_comm_t *comm, weft_comm_req_t *reqs, size_t n, weft_comm_op_t op,
+                   int peer) {
+  MPI_Request *mpi = malloc((n ? n : 1) * sizeof *mpi);
+  if (!mpi) return false;
+  int pending = 0;
+  for (size_t i = 0; i < n; i++)
+    if (reqs[i].active) memcpy(&mpi[pending++], &reqs[i].mpi_request, sizeof *mpi);
+  bool over = true;
+  if (pending > 0) {
+    weft_status_t st = weft_comm_wait_mpi(comm, mpi, pending, op, peer, op == WEFT_COMM_OP_RECV);
+    over = st == WEFT_OK || op == WEFT_COMM_OP_RECV; /* a cancelled receive is over too */
+  }
+  free(mpi);
+  if (!over) return false; /* MPI may still read the staging copies: leave them */
+  for (size_t i = 0; i < n; i++) {
+    if (!reqs[i].active) continue;
+    weft_host_free_pinned(comm->device, reqs[i].staging);
+    memset(&reqs[i], 0, sizeof reqs[i]);
+  }
+  return true;
+}
+
 static weft_status_t check_args(const weft_comm_t *comm, const void *local, const void *result,
                                 size_t count, const weft_allscan_op_t *op,
                                 weft_allscan_direction_t direction, weft_allscan_kind_t kind) {
@@ -225,14 +252,18 @@ weft_status_t weft_allscan(weft_comm_t *comm, const void *local, void *result, s
 
 done:
   /* On failure, settle what is still in flight before the buffers go: receives complete when
-   * the predecessor sends (or are cancelled at the deadline); unsent blocks leave the
-   * successor to time out, as allscan.h documents. */
-  if (s.recvs) weft_comm_waitall(s.recvs, (int)blocks);
-  if (s.sends) weft_comm_waitall(s.sends, (int)blocks);
-  if (tmp_on_gpu)
-    weft_device_free(comm->device, tmp);
-  else
-    free(tmp);
+   * the predecessor sends (so it is not left hanging) or are cancelled at the deadline;
+   * unsent blocks leave the successor to time out, as allscan.h documents. On success every
+   * request is already over. A send MPI still holds keeps tmp alive (the job must abort). */
+  bool settled = true;
+  if (s.recvs) settled = settle(comm, s.recvs, blocks, WEFT_COMM_OP_RECV, s.pred) && settled;
+  if (s.sends) settled = settle(comm, s.sends, blocks, WEFT_COMM_OP_SEND, s.succ) && settled;
+  if (settled) {
+    if (tmp_on_gpu)
+      weft_device_free(comm->device, tmp);
+    else
+      free(tmp);
+  }
   free(s.recvs);
   free(s.sends);
   return st;

@@ -182,6 +182,22 @@ static void check_errors(weft_comm_t *comm) {
                                   2, WEFT_MEM_HOST);
   WT_CHECK(st == (cc.fail ? WEFT_ERR_DEVICE : WEFT_OK), "failing combine: rank %d got %s", rank,
            weft_status_str(st));
+
+  /* A middle rank's combine fails (P >= 3): it drains what its predecessor sends, so rank 0
+   * finishes; its successors time out (short deadline here) instead of hanging, and the
+   * communicator stays usable because no block is left unmatched. */
+  if (size < 3) return;
+  double saved = weft_comm_timeout(comm);
+  weft_comm_set_timeout(comm, 2.0);
+  cc.fail = rank == 1 ? (int)WEFT_ERR_DEVICE : 0;
+  float big[512] = {0}, out[512];
+  st = weft_allscan(comm, big, out, 512, &op, WEFT_ALLSCAN_FORWARD, WEFT_ALLSCAN_EXCLUSIVE, 4,
+                    WEFT_MEM_HOST);
+  weft_status_t want = rank == 0 ? WEFT_OK : rank == 1 ? WEFT_ERR_DEVICE : WEFT_ERR_TIMEOUT;
+  WT_CHECK(st == want, "middle rank failing: rank %d got %s, want %s", rank, weft_status_str(st),
+           weft_status_str(want));
+  weft_comm_set_timeout(comm, saved);
+  WT_CHECK_OK(weft_comm_barrier(comm));
 }
 
 int main(int argc, char **argv) {

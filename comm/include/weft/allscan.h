@@ -36,7 +36,8 @@ typedef enum weft_allscan_kind {
 /* result[0..len) = combine(incoming[0..len), local[0..len)) for the block that starts at
  * element `offset` of the buffer. `result` may alias `local`. Buffers are in the memory the
  * scan was called with (host, or the communicator's device). Returns a status; an error
- * aborts the scan on this rank (the others time out). */
+ * ends the scan on this rank, which still drains what its predecessor sends (so ranks before
+ * it finish), while the ranks after it time out (WEFT_COMM_TIMEOUT_S) instead of hanging. */
 typedef weft_status_t (*weft_allscan_combine_fn)(void *user, size_t offset, size_t len,
                                                  const void *incoming, const void *local,
                                                  void *result);
