@@ -183,16 +183,13 @@ weft_status_t weft_allscan(weft_comm_t *comm, const void *local, void *result, s
   const int step = forward ? 1 : -1;
   const bool exclusive = kind == WEFT_ALLSCAN_EXCLUSIVE;
   const bool aliased = result == local;
-  scan_t s = {comm,
-              op,
-              mem,
-              count,
-              weft_dtype_size(op->dtype),
-              0,
-              pos > 0 ? me - step : -1,
-              pos < p - 1 ? me + step : -1,
-              NULL,
-              NULL};
+  scan_t s = {.comm = comm,
+              .op = op,
+              .mem = mem,
+              .count = count,
+              .esize = weft_dtype_size(op->dtype),
+              .pred = pos > 0 ? me - step : -1,
+              .succ = pos < p - 1 ? me + step : -1};
   const size_t bytes = count * s.esize;
   if (blocks == 0)
     blocks =

@@ -32,6 +32,7 @@ extern "C" {
 typedef enum weft_kernel_ws {
   WEFT_KERNEL_WS_GEMM = 0, /* CPU: bf16 operands of weft_gemm widened to f32 */
   WEFT_KERNEL_WS_GLA,      /* gated linear attention: chunk cumsums, states, scores */
+  WEFT_KERNEL_WS_ATTN,     /* block softmax attention: per-thread tiles, bf16 staging */
   WEFT_KERNEL_WS_COUNT
 } weft_kernel_ws_t;
 
