@@ -9,8 +9,8 @@ static const weft_cli_command_t k_commands[] = {
      "[--device auto|cpu|cuda] [--dp N --sp N --ep N --ulysses N]", weft_cmd_info},
     {"env", "List every WEFT_* environment variable with its value, default and help.", "",
      weft_cmd_env},
-    {"bench", "Run a benchmark: `weft bench comm` (collective and point-to-point sweep).",
-     "comm [flags]", weft_cmd_bench},
+    {"bench", "Run a benchmark: `weft bench comm` (collectives), `weft bench linear`.",
+     "comm|linear [flags]", weft_cmd_bench},
     {"check", "Check an algorithm against file inputs: `weft check linear-attention`.",
      "linear-attention [flags]", weft_cmd_check},
 };

@@ -42,7 +42,9 @@ grep -q "dp=5 does not divide the world size $np\|dp=5 x sp=1 does not equal the
 grep -q "commands:" <<<"$("$weft" --help)" || fail "weft --help"
 grep -q -- "--device" <<<"$("$weft" info --help)" || fail "weft info --help"
 grep -q "usage: weft env" <<<"$("$weft" env --help)" || fail "weft env --help"
-"$weft" nosuchcommand 2>/dev/null
-[ $? -eq 2 ] || fail "unknown command should exit 2"
+rc=0
+err=$("$weft" nosuchcommand 2>&1 >/dev/null) || rc=$?
+[ $rc -eq 2 ] || fail "unknown command should exit 2, got $rc; stderr: $err"
+grep -q "unknown command 'nosuchcommand'" <<<"$err" || fail "unknown command not named: $err"
 grep -q "WEFT_COMM_TIMEOUT_S" <<<"$("$weft" env)" || fail "weft env lists comm variables"
 echo "test_cli (np $np): passed"
