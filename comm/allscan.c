@@ -95,8 +95,10 @@ static weft_status_t send_block(scan_t *s, size_t b, const void *src) {
                          s->mem, &s->sends[b]);
 }
 
-/* For each block: wait for it in `in`, write combine(in, local) to `out`, forward `send`
- * (which is `in` or `out`) when there is a successor. */
+/* For each block: wait for it in `in`, write combine(in, local) to `out` (out NULL: only
+ * wait, for the last rank of an exclusive scan), forward `send` (which is `in` or `out`) when
+ * there is a successor. Waiting block by block returns at the first deadline; the caller
+ * settles the rest within one more (wait_once). */
 static weft_status_t combine_chain(scan_t *s, void *in, const void *local, void *out,
                                    const void *send) {
   for (size_t b = 0; b < s->blocks; b++) {
@@ -116,31 +118,36 @@ static weft_status_t combine_chain(scan_t *s, void *in, const void *local, void 
   return WEFT_OK;
 }
 
-/* After a failure: lets the requests still in flight finish within ONE deadline of the
- * communicator (waiting on them one by one could take K deadlines when a neighbour is gone).
- * Receives still pending at the deadline are cancelled; a send that cannot finish marks the
- * communicator broken (comm.h). Returns true when every request is over, so the buffers they
- * use may be freed. */
-static bool settle(weft_comm_t *comm, weft_comm_req_t *reqs, size_t n, weft_comm_op_t op,
-                   int peer) {
+/* Waits for the requests still active in reqs within ONE deadline of the communicator
+ * (waiting on them one by one could take K deadlines when a neighbour is gone), then frees
+ * their staging. Receives pending at the deadline are cancelled; a send that cannot finish
+ * marks the communicator broken (comm.h). *over_p: no request is left inside MPI, so the
+ * buffers they use may be freed. Used for the sends of a successful scan (whose receives
+ * were each waited for, with their device copies) and for everything after a failure. */
+static weft_status_t wait_once(weft_comm_t *comm, weft_comm_req_t *reqs, size_t n,
+                               weft_comm_op_t op, int peer, bool *over_p) {
+  *over_p = false;
   MPI_Request *mpi = malloc((n ? n : 1) * sizeof *mpi);
-  if (!mpi) return false;
+  if (!mpi) return WEFT_ERR_NO_MEMORY;
   int pending = 0;
   for (size_t i = 0; i < n; i++)
     if (reqs[i].active) memcpy(&mpi[pending++], &reqs[i].mpi_request, sizeof *mpi);
-  bool over = true;
-  if (pending > 0) {
-    weft_status_t st = weft_comm_wait_mpi(comm, mpi, pending, op, peer, op == WEFT_COMM_OP_RECV);
-    over = st == WEFT_OK || op == WEFT_COMM_OP_RECV; /* a cancelled receive is over too */
-  }
+  weft_status_t st = WEFT_OK;
+  if (pending > 0) st = weft_comm_wait_mpi(comm, mpi, pending, op, peer, op == WEFT_COMM_OP_RECV);
   free(mpi);
-  if (!over) return false; /* MPI may still read the staging copies: leave them */
+  *over_p = st == WEFT_OK || op == WEFT_COMM_OP_RECV; /* a cancelled receive is over too */
+  if (!*over_p) return st; /* MPI may still read the staging copies: leave them */
   for (size_t i = 0; i < n; i++) {
     if (!reqs[i].active) continue;
     weft_host_free_pinned(comm->device, reqs[i].staging);
     memset(&reqs[i], 0, sizeof reqs[i]);
   }
-  return true;
+  return st;
+}
+
+static weft_status_t wait_sends(scan_t *s) {
+  bool over;
+  return wait_once(s->comm, s->sends, s->blocks, WEFT_COMM_OP_SEND, s->succ, &over);
 }
 
 static weft_status_t check_args(const weft_comm_t *comm, const void *local, const void *result,
@@ -227,11 +234,11 @@ weft_status_t weft_allscan(weft_comm_t *comm, const void *local, void *result, s
   if (s.pred < 0) { /* first in scan order */
     for (size_t b = 0; b < blocks; b++) WEFT_CHECK_GOTO(send_block(&s, b, local), st, done);
     if (!exclusive) WEFT_CHECK_GOTO(copy_bytes(comm, mem, result, local, bytes), st, done);
-    WEFT_CHECK_GOTO(weft_comm_waitall(s.sends, (int)blocks), st, done);
+    WEFT_CHECK_GOTO(wait_sends(&s), st, done);
     if (exclusive) WEFT_CHECK_GOTO(zero_bytes(comm, mem, result, bytes), st, done);
   } else if (exclusive && s.succ < 0) { /* last, exclusive: only receive */
     WEFT_CHECK_GOTO(post_recvs(&s, result), st, done);
-    WEFT_CHECK_GOTO(weft_comm_waitall(s.recvs, (int)blocks), st, done);
+    WEFT_CHECK_GOTO(combine_chain(&s, result, local, NULL, NULL), st, done);
   } else if (!exclusive) {
     WEFT_CHECK_GOTO(post_recvs(&s, tmp), st, done);
     WEFT_CHECK_GOTO(combine_chain(&s, tmp, local, result, result), st, done);
@@ -243,7 +250,7 @@ weft_status_t weft_allscan(weft_comm_t *comm, const void *local, void *result, s
     WEFT_CHECK_GOTO(combine_chain(&s, tmp, local, result, result), st, done);
   }
   if (s.pred >= 0 && s.succ >= 0) {
-    WEFT_CHECK_GOTO(weft_comm_waitall(s.sends, (int)blocks), st, done);
+    WEFT_CHECK_GOTO(wait_sends(&s), st, done);
     if (exclusive && aliased) WEFT_CHECK_GOTO(copy_bytes(comm, mem, result, tmp, bytes), st, done);
   }
 
@@ -252,9 +259,15 @@ done:
    * the predecessor sends (so it is not left hanging) or are cancelled at the deadline;
    * unsent blocks leave the successor to time out, as allscan.h documents. On success every
    * request is already over. A send MPI still holds keeps tmp alive (the job must abort). */
-  bool settled = true;
-  if (s.recvs) settled = settle(comm, s.recvs, blocks, WEFT_COMM_OP_RECV, s.pred) && settled;
-  if (s.sends) settled = settle(comm, s.sends, blocks, WEFT_COMM_OP_SEND, s.succ) && settled;
+  bool settled = true, over;
+  if (s.recvs) {
+    wait_once(comm, s.recvs, blocks, WEFT_COMM_OP_RECV, s.pred, &over);
+    settled = settled && over;
+  }
+  if (s.sends) {
+    wait_once(comm, s.sends, blocks, WEFT_COMM_OP_SEND, s.succ, &over);
+    settled = settled && over;
+  }
   if (settled) {
     if (tmp_on_gpu)
       weft_device_free(comm->device, tmp);

@@ -9,12 +9,15 @@
  *
  * Covered: forward and reverse, inclusive and exclusive (the first rank of the scan gets
  * zeros), K = auto, 1, 2, 3, 7, count and more than count (clamped), counts 0, 1, 5, 1000
- * (uneven blocks), results in a separate buffer and in place, host and device memory (host
- * memory on the CPU device). Bytes: one scan's weft_comm_total_bytes difference is exactly
- * one buffer to the successor and from the predecessor, none at the ends of the chain, nothing
- * to anyone else. Also weft_allscan_auto_blocks' range and growth, NULL operations refused
- * on every rank, and a combine failing on the last rank of a forward inclusive scan (the
- * one rank nobody waits for) returning its status there and OK elsewhere.
+ * (uneven blocks) and 4500 with K = 4500 (more blocks than the scan's internal cap), results
+ * in a separate buffer and in place, host and device memory (host memory on the CPU device).
+ * Bytes: one scan's weft_comm_total_bytes difference is exactly one buffer to the successor
+ * and from the predecessor, none at the ends of the chain, nothing to anyone else; count 0
+ * moves nothing and writes nothing. Also weft_allscan_auto_blocks' range and growth, NULL
+ * operations refused on every rank, a combine failing on the last rank of a forward inclusive
+ * scan (the one rank nobody waits for) returning its status there and OK elsewhere, and
+ * (P >= 3) one failing on rank 1: rank 0 finishes, the later ranks time out within two
+ * deadlines whatever K is (not one deadline per block), for both kinds.
  *
  * With --gpu (ctest mpi.allscan_gpu) every rank opens its CUDA device and "device" buffers
  * are GPU memory, staged by the scan; the test's combine then copies its blocks to the host
@@ -30,8 +33,9 @@
 #include "weft/bootstrap.h"
 #include "weft/check.h"
 #include "weft/comm.h"
+#include "weft/timer.h"
 
-#define MAX_COUNT 1005 /* the largest count below, blocks included */
+#define MAX_COUNT 4600 /* at least the largest count below (4500) */
 
 typedef struct combine_ctx {
   int rank;
@@ -151,7 +155,37 @@ static void check_bytes(weft_comm_t *comm, weft_allscan_direction_t dir) {
   free(before);
 }
 
+/* count 0: succeeds, writes nothing, moves no bytes (every kind and direction). */
+static void check_empty(weft_comm_t *comm) {
+  int size = weft_comm_size(comm);
+  static combine_ctx_t cc;
+  weft_allscan_op_t op = {WEFT_DTYPE_F32, affine_combine, &cc};
+  weft_comm_peer_bytes_t *before = calloc((size_t)size, sizeof *before);
+  memcpy(before, weft_comm_total_bytes(comm), (size_t)size * sizeof *before);
+  float x = 1.0f, y = 2.0f;
+  for (int d = 0; d < 2; d++)
+    for (int k = 0; k < 2; k++)
+      WT_CHECK_OK(weft_allscan(comm, &x, &y, 0, &op, (weft_allscan_direction_t)d,
+                               (weft_allscan_kind_t)k, 3, WEFT_MEM_HOST));
+  WT_CHECK(x == 1.0f && y == 2.0f, "count 0 wrote to the buffers: local %g result %g", (double)x,
+           (double)y);
+  const weft_comm_peer_bytes_t *after = weft_comm_total_bytes(comm);
+  for (int p = 0; p < size; p++)
+    WT_CHECK(after[p].sent == before[p].sent && after[p].recv == before[p].recv,
+             "count 0 moved bytes to/from peer %d", p);
+  free(before);
+}
+
 static void check_auto_blocks(void) {
+  /* Always in [1, count], over a sweep of sizes, rank counts and link models. */
+  for (size_t count = 1; count <= (1u << 24); count *= 7)
+    for (int ranks = 1; ranks <= 64; ranks *= 2)
+      for (double alpha = 1e-7; alpha < 1e-3; alpha *= 10) {
+        size_t k = weft_allscan_auto_blocks(count * 4, count, ranks, alpha, 1e10);
+        WT_CHECK(k >= 1 && k <= count, "auto K = %zu for count %zu, P = %d, alpha %g", k, count,
+                 ranks, alpha);
+      }
+
   WT_CHECK(weft_allscan_auto_blocks(1 << 20, 1 << 18, 1, 5e-6, 1e10) == 1, "P = 1 gives K = 1");
   WT_CHECK(weft_allscan_auto_blocks(64, 16, 4, 5e-6, 1e10) == 1, "a tiny buffer gives K = 1");
   size_t k1 = weft_allscan_auto_blocks(1 << 20, 1 << 18, 4, 5e-6, 1e10);
@@ -185,19 +219,29 @@ static void check_errors(weft_comm_t *comm) {
 
   /* A middle rank's combine fails (P >= 3): it drains what its predecessor sends, so rank 0
    * finishes; its successors time out (short deadline here) instead of hanging, and the
-   * communicator stays usable because no block is left unmatched. */
+   * communicator stays usable because no block is left unmatched. A later rank may spend one
+   * deadline on the block it waits for and one settling the rest (allscan.c), never one per
+   * block: with K = 8 that would be 8 s, a hang at the default deadline and a large K. */
   if (size < 3) return;
-  double saved = weft_comm_timeout(comm);
-  weft_comm_set_timeout(comm, 2.0);
+  const double saved = weft_comm_timeout(comm), deadline_s = 1.0, slack_s = 1.5;
   cc.fail = rank == 1 ? (int)WEFT_ERR_DEVICE : 0;
-  float big[512] = {0}, out[512];
-  st = weft_allscan(comm, big, out, 512, &op, WEFT_ALLSCAN_FORWARD, WEFT_ALLSCAN_EXCLUSIVE, 4,
-                    WEFT_MEM_HOST);
-  weft_status_t want = rank == 0 ? WEFT_OK : rank == 1 ? WEFT_ERR_DEVICE : WEFT_ERR_TIMEOUT;
-  WT_CHECK(st == want, "middle rank failing: rank %d got %s, want %s", rank, weft_status_str(st),
-           weft_status_str(want));
-  weft_comm_set_timeout(comm, saved);
-  WT_CHECK_OK(weft_comm_barrier(comm));
+  for (int k = 0; k < 2; k++) {
+    const char *kind = k == WEFT_ALLSCAN_INCLUSIVE ? "inclusive" : "exclusive";
+    float big[512] = {0}, out[512];
+    weft_comm_set_timeout(comm, deadline_s);
+    double t0 = weft_time_now();
+    st = weft_allscan(comm, big, out, 512, &op, WEFT_ALLSCAN_FORWARD, (weft_allscan_kind_t)k, 8,
+                      WEFT_MEM_HOST);
+    double elapsed = weft_time_now() - t0;
+    weft_status_t want = rank == 0 ? WEFT_OK : rank == 1 ? WEFT_ERR_DEVICE : WEFT_ERR_TIMEOUT;
+    WT_CHECK(st == want, "rank 1 failing (%s): rank %d got %s, want %s", kind, rank,
+             weft_status_str(st), weft_status_str(want));
+    WT_CHECK(elapsed <= 2 * deadline_s + slack_s,
+             "rank 1 failing (%s): rank %d returned after %.1f s, over two %.1f s deadlines", kind,
+             rank, elapsed, deadline_s);
+    weft_comm_set_timeout(comm, saved);
+    WT_CHECK_OK(weft_comm_barrier(comm));
+  }
 }
 
 int main(int argc, char **argv) {
@@ -236,6 +280,12 @@ int main(int argc, char **argv) {
               run_one(world, n, dirs[d], kinds[k], blocks[b], in_place,
                       mem ? WEFT_MEM_DEVICE : WEFT_MEM_HOST);
   }
+  /* K = count above the scan's internal cap on blocks (4096): still exact. */
+  for (size_t d = 0; d < 2; d++)
+    for (int mem = 0; mem < 2; mem++)
+      run_one(world, 4500, dirs[d], WEFT_ALLSCAN_EXCLUSIVE, 4500, true,
+              mem ? WEFT_MEM_DEVICE : WEFT_MEM_HOST);
+  check_empty(world);
   check_bytes(world, WEFT_ALLSCAN_FORWARD);
   check_bytes(world, WEFT_ALLSCAN_REVERSE);
   check_auto_blocks();
