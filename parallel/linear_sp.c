@@ -176,8 +176,7 @@ void weft_linear_sp_plan_set_overlap(weft_linear_sp_plan_t *plan, bool overlap) 
 }
 
 bool linear_sp_use_overlap(const weft_linear_sp_plan_t *plan) {
-  return plan->algo == WEFT_LINEAR_SP_ZECO && plan->overlap && plan->units > 1 && plan->size > 1 &&
-         weft_comm_progress_thread_ok();
+  return plan->algo == WEFT_LINEAR_SP_ZECO && plan->overlap && plan->can_overlap;
 }
 
 weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
@@ -205,6 +204,8 @@ weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx
   weft_status_t st = WEFT_OK;
   plan->shape.layout_heads = s->heads;
   WEFT_CHECK_GOTO(plan_units(plan), st, fail);
+  /* Decided once: the MPI thread level cannot change while the plan lives. */
+  plan->can_overlap = plan->units > 1 && plan->size > 1 && weft_comm_progress_thread_ok();
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->state_count, &plan->d_state), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->gamma_count, &plan->d_log_gamma), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->state_count, &plan->d_ds_out), st, fail);

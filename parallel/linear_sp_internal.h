@@ -33,6 +33,7 @@ struct weft_linear_sp_plan {
   size_t gamma_count; /* B*H*dk */
   bool staged;        /* CUDA: states go through pinned host buffers */
   bool overlap;       /* zeco: scan behind the compute (weft_linear_sp_plan_set_overlap) */
+  bool can_overlap;   /* several units and ranks, and MPI lets a progress thread communicate */
   int units;
   linear_sp_unit_t *unit; /* [units] */
   weft_linear_sp_stats_t stats;
@@ -82,8 +83,8 @@ weft_status_t linear_sp_stage_contribution(weft_linear_sp_plan_t *plan, size_t o
 /* d_log_gamma = the sum of g over this rank's tokens (one batched GEMM). */
 weft_status_t linear_sp_recompute_log_gamma(weft_linear_sp_plan_t *plan, const float *g);
 
-/* true when a zeco pass should use the overlapped path: several units, several ranks, and an
- * MPI that lets a progress thread communicate. */
+/* true when a zeco pass should use the overlapped path: asked for (plan->overlap) and
+ * possible (plan->can_overlap). */
 bool linear_sp_use_overlap(const weft_linear_sp_plan_t *plan);
 
 /* linear_sp_overlap.c: the ZeCO passes with the All-Scan behind the compute; arguments as

@@ -171,6 +171,7 @@ weft_status_t linear_sp_forward_overlapped(weft_linear_sp_plan_t *plan, const fl
   for (int i = 0; i < plan->units && st == WEFT_OK; i++) {
     const linear_sp_unit_t *u = &plan->unit[i];
     weft_gla_shape_t us = unit_shape(plan, u);
+    size_t ok = unit_tok(plan, u, dk), ov = unit_tok(plan, u, dv);
     size_t so = u->state_off, n = u->state_count;
     st = pipeline_wait(&pl, i);
     if (st == WEFT_OK) st = linear_sp_stage_up(plan, s_in + so, result + so, n);
@@ -183,9 +184,7 @@ weft_status_t linear_sp_forward_overlapped(weft_linear_sp_plan_t *plan, const fl
       st = linear_sp_stage_up(plan, final_state + so, fs + so, n);
     }
     if (st == WEFT_OK)
-      st = weft_gla_forward_correct(plan->ctx, &us, q + unit_tok(plan, u, dk),
-                                    g + unit_tok(plan, u, dk), s_in + so,
-                                    out + unit_tok(plan, u, dv));
+      st = weft_gla_forward_correct(plan->ctx, &us, q + ok, g + ok, s_in + so, out + ov);
   }
   st = pipeline_finish(&pl, st);
   if (st != WEFT_OK) return st;
