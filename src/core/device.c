@@ -186,6 +186,27 @@ weft_status_t weft_device_copy_async(const weft_device_t *device, void *dst, con
   return weft_device_copy(device, dst, src, bytes, kind);
 }
 
+weft_status_t weft_device_copy_2d_async(const weft_device_t *device, void *dst, size_t dst_pitch,
+                                        const void *src, size_t src_pitch, size_t width,
+                                        size_t rows, weft_copy_kind_t kind, weft_stream_t *stream) {
+  if (width == 0 || rows == 0) return WEFT_OK;
+#if WEFT_HAVE_CUDA
+  if (device->kind == WEFT_DEVICE_CUDA)
+    return weft_cuda_copy_2d(dst, dst_pitch, src, src_pitch, width, rows, kind,
+                             stream ? stream->native : NULL);
+#endif
+  (void)device;
+  (void)kind;
+  (void)stream;
+  if (width == dst_pitch && width == src_pitch) {
+    memcpy(dst, src, width * rows);
+    return WEFT_OK;
+  }
+  for (size_t i = 0; i < rows; i++)
+    memcpy((char *)dst + i * dst_pitch, (const char *)src + i * src_pitch, width);
+  return WEFT_OK;
+}
+
 weft_status_t weft_device_synchronize(const weft_device_t *device) {
 #if WEFT_HAVE_CUDA
   if (device->kind == WEFT_DEVICE_CUDA) return weft_cuda_synchronize();

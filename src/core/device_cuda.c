@@ -75,6 +75,13 @@ weft_status_t weft_cuda_copy(void *dst, const void *src, size_t bytes, weft_copy
   return WEFT_OK;
 }
 
+weft_status_t weft_cuda_copy_2d(void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                                size_t width, size_t rows, weft_copy_kind_t kind, void *stream) {
+  WEFT_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows,
+                                    cuda_copy_kind(kind), (cudaStream_t)stream));
+  return WEFT_OK;
+}
+
 weft_status_t weft_cuda_synchronize(void) {
   WEFT_CUDA_CHECK(cudaDeviceSynchronize());
   return WEFT_OK;

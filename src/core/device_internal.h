@@ -27,6 +27,8 @@ void weft_cuda_host_free(void *ptr);
 weft_status_t weft_cuda_memset(void *ptr, int value, size_t bytes);
 weft_status_t weft_cuda_copy(void *dst, const void *src, size_t bytes, weft_copy_kind_t kind,
                              void *stream, int async);
+weft_status_t weft_cuda_copy_2d(void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                                size_t width, size_t rows, weft_copy_kind_t kind, void *stream);
 weft_status_t weft_cuda_synchronize(void);
 weft_status_t weft_cuda_stream_create(void **native_p);
 void weft_cuda_stream_destroy(void *native);

@@ -64,6 +64,12 @@ weft_status_t weft_device_copy(const weft_device_t *device, void *dst, const voi
 /* Copy ordered on `stream` (NULL = the default stream); returns before it completes on CUDA. */
 weft_status_t weft_device_copy_async(const weft_device_t *device, void *dst, const void *src,
                                      size_t bytes, weft_copy_kind_t kind, weft_stream_t *stream);
+/* Strided copy ordered on `stream`: `rows` rows of `width` bytes, row i from
+ * src + i * src_pitch to dst + i * dst_pitch (cudaMemcpy2DAsync on CUDA, a loop of memcpy on
+ * the CPU device). Packs head ranges and sequence slices for communication without a kernel. */
+weft_status_t weft_device_copy_2d_async(const weft_device_t *device, void *dst, size_t dst_pitch,
+                                        const void *src, size_t src_pitch, size_t width,
+                                        size_t rows, weft_copy_kind_t kind, weft_stream_t *stream);
 /* Waits until all work on the device is done. */
 weft_status_t weft_device_synchronize(const weft_device_t *device);
 
