@@ -36,8 +36,11 @@
  * r-1, every link busy at once, as in a ring step) in the comm's device memory, best of a few;
  * latency = the small exchange, bandwidth = the extra bytes over the extra time. The FLOP rate
  * is one non-causal block pair (full tiles: the bulk of a long sequence's work) of the cfg's
- * head dim and dtype, all ranks at once (they share the node as in a real call), best of 3
- * after a warm-up. The slowest rank's numbers (min bandwidth, max latency, min FLOP rate) win.
+ * head dim and dtype, all ranks at once (they share the node as in a real call), repeated
+ * after a warm-up for MEASURE_SPAN_S of wall time: total FLOPs / elapsed. A fixed span and not
+ * the best single call, because a rank that shares its core (more ranks than cores) gets the
+ * whole core for a few ms at a time: the best 1-2 ms call measured 2x its real rate at 4 ranks
+ * on 2 cores. The slowest rank's numbers (min bandwidth, max latency, min FLOP rate) win.
  * Rejected: a bandwidth sweep (costs seconds; AUTO runs at every plan creation) and a
  * backward rate of its own (the machine description has one FLOP rate; see above). */
 #include <math.h>
@@ -58,6 +61,7 @@
 #define MEASURE_TOKENS_CPU  256        /* block pair on the CPU: ~1-2 ms at 1 thread */
 #define MEASURE_TOKENS_CUDA 2048       /* a GPU needs a bigger block to leave launch cost */
 #define MEASURE_HEADS_MAX   8
+#define MEASURE_SPAN_S      0.05 /* > a few scheduler time slices (CFS: ~3-24 ms) */
 #define P1_BANDWIDTH        1e15 /* P = 1: nothing moves; "infinite" but finite */
 
 /* Link time of one step in which a rank sends `send` and receives `recv` bytes in `msgs`
@@ -294,15 +298,18 @@ static weft_status_t measure_flops(weft_kernel_ctx_t *ctx, const weft_attn_sp_co
   WEFT_CHECK_GOTO(
       weft_device_copy(dev, pos, host_pos, (size_t)T * sizeof(int64_t), WEFT_COPY_HOST_TO_DEVICE),
       st, done);
-  double best = INFINITY;
-  for (int i = 0; i <= 3; i++) { /* i = 0: warm-up (workspace growth, page faults) */
-    double t0 = weft_time_now();
+  /* One untimed call (workspace growth, page faults), then calls until the span is over. */
+  WEFT_CHECK_GOTO(weft_attn_block_forward(ctx, &shape, q, k, v, pos, pos, out, lse), st, done);
+  WEFT_CHECK_GOTO(weft_kernel_ctx_synchronize(ctx), st, done);
+  double t0 = weft_time_now(), elapsed = 0;
+  long calls = 0;
+  while (calls < 2 || elapsed < MEASURE_SPAN_S) {
     WEFT_CHECK_GOTO(weft_attn_block_forward(ctx, &shape, q, k, v, pos, pos, out, lse), st, done);
     WEFT_CHECK_GOTO(weft_kernel_ctx_synchronize(ctx), st, done);
-    double t = weft_time_now() - t0;
-    if (i > 0 && t < best) best = t;
+    calls++;
+    elapsed = weft_time_now() - t0;
   }
-  *flops_p = 4.0 * (double)(h * d) * (double)T * (double)T / fmax(best, 1e-9);
+  *flops_p = 4.0 * (double)(h * d) * (double)T * (double)T * (double)calls / elapsed;
 done:
   weft_device_free(dev, pos);
   weft_device_free(dev, lse);

@@ -7,4 +7,8 @@
  * process exit code. */
 int weft_check_linear(int argc, char **argv);
 
+/* `weft check attention` (check_attention.c): sequence-parallel softmax attention. argv[0] is
+ * "attention". Returns a process exit code. */
+int weft_check_attention(int argc, char **argv);
+
 #endif /* WEFT_RUNTIME_CHECKS_H */
