@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_input.h"
 #include "checks.h"
 #include "cli.h"
 #include "session.h"
@@ -114,43 +115,13 @@ static int64_t inner_of(const check_run_t *r, int t) {
   return (t == T_K || t == T_V || t == T_DK || t == T_DV ? r->HKV : r->H) * r->D;
 }
 
-static void format_shape(const weft_tensor_file_info_t *info, char *buf, size_t size) {
-  size_t used = (size_t)snprintf(buf, size, "[");
-  for (int d = 0; d < info->ndim && used < size; d++)
-    used += (size_t)snprintf(buf + used, size - used, "%s%lld", d ? "," : "",
-                             (long long)info->shape[d]);
-  if (used < size) snprintf(buf + used, size - used, "]");
-}
-
 /* Dataset `name` must exist, be f32 and 4-D with no empty dimension; *info_p gets its shape. */
 static weft_status_t query4(check_run_t *r, weft_tensor_file_t *file, const char *name,
                             weft_tensor_file_info_t *info_p) {
-  bool exists = false;
-  WEFT_CHECK(weft_tensor_file_exists(file, name, &exists));
-  if (!exists) {
-    INPUT_ERROR(r, "dataset '%s' is missing", name);
-    return WEFT_OK;
-  }
-  weft_status_t st = weft_tensor_file_query(file, name, info_p);
-  if (st == WEFT_ERR_CORRUPT) { /* an HDF5 type none of weft's dtypes (float64, ...) */
-    INPUT_ERROR(r, "dataset '%s' has an unsupported element type, expected float32", name);
-    return WEFT_OK;
-  }
-  WEFT_CHECK(st);
-  char shape[96];
-  format_shape(info_p, shape, sizeof shape);
-  if (info_p->dtype != WEFT_DTYPE_F32 || info_p->ndim != 4) {
-    INPUT_ERROR(r, "dataset '%s' is %s %s, expected a 4-D float32 array [B,N,heads,d]", name,
-                weft_dtype_name(info_p->dtype), shape);
-    return WEFT_OK;
-  }
-  for (int d = 0; d < 4; d++) {
-    if (info_p->shape[d] < 1) {
-      INPUT_ERROR(r, "dataset '%s' has shape %s; every dimension must be at least 1", name, shape);
-      return WEFT_OK;
-    }
-  }
-  return WEFT_OK;
+  weft_check_input_t in = {CMD, r->opt->input, r->rank, false};
+  weft_status_t st = weft_check_query4(&in, file, name, "[B,N,heads,d]", info_p);
+  if (in.error) r->input_error = true;
+  return st;
 }
 
 /* `name` must be [B, N, heads, d] with q's B, N, d. `like` names what it must match. */
@@ -162,7 +133,7 @@ static weft_status_t expect_shape(check_run_t *r, weft_tensor_file_t *file, cons
   if (info.shape[0] != r->B || info.shape[1] != r->N || info.shape[2] != heads ||
       info.shape[3] != r->D) {
     char shape[96];
-    format_shape(&info, shape, sizeof shape);
+    weft_check_format_shape(&info, shape, sizeof shape);
     INPUT_ERROR(r, "dataset '%s' has shape %s, expected [%lld,%lld,%lld,%lld] to match %s", name,
                 shape, (long long)r->B, (long long)r->N, (long long)heads, (long long)r->D, like);
   }
