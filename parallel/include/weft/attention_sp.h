@@ -137,8 +137,9 @@ typedef struct weft_attn_sp_plan weft_attn_sp_plan_t;
  * [in] cfg: copied. HYBRID with ulysses_degree 0 picks u = the divisor of P closest to sqrt(P)
  *      (ties: the smaller).
  * Errors (WEFT_ERR_INVALID_ARG, naming the value): non-positive sizes, H not a multiple of
- * Hkv, u not dividing P, BF16 on the CPU device, TOKENRING/RING/HYBRID on shapes their
- * layouts cannot hold; WEFT_ERR_NO_MEMORY. */
+ * Hkv, u not dividing P, a dtype the device cannot run (BF16 on the CPU), communicator and
+ * context on different devices; WEFT_ERR_NO_MEMORY; communication errors (HYBRID's split,
+ * AUTO's measurement). */
 weft_status_t weft_attn_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
                                        const weft_attn_sp_config_t *cfg,
                                        weft_attn_sp_plan_t **plan_p);
