@@ -4,7 +4,7 @@
 static const weft_env_var_t k_runtime_vars[] = {
     {"WEFT_CPU_THREADS", "0",
      "Threads each rank's CPU kernels (OpenBLAS included) may use; 0 = the node's cores "
-     "divided by the ranks on the node (at least 1)."},
+     "divided by the ranks on the node (at least 1), capped at the cores the rank is bound to."},
 };
 
 const weft_env_table_t weft_runtime_env_table = {"runtime", k_runtime_vars,
