@@ -242,14 +242,17 @@ static weft_status_t plan_buffers(weft_attn_sp_plan_t *plan) {
   int64_t nq = plan->heads.nq, nkv = plan->heads.nkv;
   size_t e = plan->esz, f = sizeof(float);
   if (plan->u > 1) {
-    /* The largest per-rank volume of any stage: backward scatter or gather, or forward. */
+    /* Per token and peer i, the sum of what any stage sends to i (or receives from i): the
+     * scatters send [q | k | v | dout] (dtype) and [lse | delta] (f32) at most, the gathers
+     * [dq | dk | dv] or [out | lse] (f32) at most. The buffers are sized for that sum, which
+     * bounds every stage without working out which one is largest for this split. */
     size_t per_tok = 0, recv_tok = 0;
     for (int i = 0; i < plan->u; i++) {
       attn_sp_heads_t s = plan->split[i];
       per_tok += (size_t)((2 * s.nq + 2 * s.nkv) * d) * e + (size_t)(2 * s.nq) * f;
-      per_tok += (size_t)((nq + 2 * nkv) * d) * f; /* what goes back to i, counted both ways */
+      per_tok += (size_t)((nq + 2 * nkv) * d + nq) * f;
       recv_tok += (size_t)((2 * nq + 2 * nkv) * d) * e + (size_t)(2 * nq) * f;
-      recv_tok += (size_t)((s.nq + 2 * s.nkv) * d) * f;
+      recv_tok += (size_t)((s.nq + 2 * s.nkv) * d + s.nq) * f;
     }
     size_t tok = (size_t)(B * n);
     WEFT_CHECK(attn_sp_alloc(plan, tok * per_tok, &plan->u_send));
