@@ -159,8 +159,7 @@ static weft_status_t add_partial_dq(weft_attn_sp_plan_t *plan, const float *part
   return WEFT_OK;
 }
 
-/* The shared schedule of both passes. `full`/`half`: this rank's Q sides. Per step the holder
- * runs `work` on the received rows; `absorb` folds a returned partial into the owner's result. */
+/* What differs between the two passes that share run_steps' schedule. */
 typedef struct tr_pass {
   bool backward;
   const void *k, *v;
@@ -192,6 +191,7 @@ static weft_status_t holder_work(weft_attn_sp_plan_t *plan, const tr_pass_t *pas
                                   part, pass->dk, pass->dv);
 }
 
+/* Folds a partial returned by `holder` into this rank's result: merge (forward) or add (dq). */
 static weft_status_t owner_absorb(weft_attn_sp_plan_t *plan, const tr_pass_t *pass, int holder,
                                   const float *part) {
   int64_t first = first_row(plan, plan->rank, holder);
@@ -199,6 +199,9 @@ static weft_status_t owner_absorb(weft_attn_sp_plan_t *plan, const tr_pass_t *pa
                         : merge_partial(plan, part, first, pass->out, pass->lse);
 }
 
+/* Steps 1 .. P-1 of either pass (file comment). `full`, `half`: this rank's Q sides, all rows
+ * and (causal) the second half's. Per step the holder runs holder_work on the received rows and
+ * the owner folds in the partial of the previous step with owner_absorb. */
 static weft_status_t run_steps(weft_attn_sp_plan_t *plan, const tr_pass_t *pass, const void *full,
                                const void *half) {
   int P = plan->size, r = plan->rank;
