@@ -4,8 +4,9 @@
  * SLOTS in weft's layout (weft_attn_sp_layout_t): for causal attention the padded sequence is
  * cut into 2P chunks of c tokens and rank r holds chunks r and 2P-1-r (zigzag: equal causal
  * work on every rank); non-causal uses P contiguous chunks. When N is not a multiple of 2P (or
- * P), the sequence is padded at its end: a padding slot has position -1, its inputs are never
- * read into any result, its outputs are out = 0, lse = -inf and its gradients 0.
+ * P), the sequence is padded at its end: a padding slot has position -1; its inputs must be
+ * finite (zeros are best) and their values never reach a result (a NaN or inf there would,
+ * through 0 * x in the kernels); its outputs are out = 0, lse = -inf and its gradients 0.
  *
  * Algorithms (all exact: partial outputs merge in f32 with their log-sum-exp):
  *   ULYSSES    all-to-all from sequence shards to head shards (an uneven split of the query
