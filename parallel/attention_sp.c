@@ -66,22 +66,21 @@ weft_attn_shape_t attn_sp_shape(const weft_attn_sp_plan_t *plan, int64_t heads, 
   return s;
 }
 
-static weft_status_t copy2d(weft_attn_sp_plan_t *plan, void *dst, size_t dst_pitch, const void *src,
-                            size_t src_pitch, size_t width, size_t rows) {
+weft_status_t attn_sp_copy2d(weft_attn_sp_plan_t *plan, void *dst, size_t dst_pitch,
+                             const void *src, size_t src_pitch, size_t width, size_t rows) {
   return weft_device_copy_2d_async(plan->dev, dst, dst_pitch, src, src_pitch, width, rows,
                                    plan->d2d, plan->stream);
 }
 
-static weft_status_t zero_f32(weft_attn_sp_plan_t *plan, float *x, int64_t count) {
+weft_status_t attn_sp_zero(weft_attn_sp_plan_t *plan, float *x, int64_t count) {
   return weft_elementwise_fill(plan->ctx, WEFT_DTYPE_F32, count, 0.0f, x);
 }
 
 static char *at(const void *base, size_t bytes) { return (char *)base + bytes; }
 
-/* Bytes of one wire unit (see the file comment). */
-static size_t wire_unit(const weft_attn_sp_plan_t *plan) { return plan->esz == 2 ? 2 : 4; }
+size_t attn_sp_wire_unit(const weft_attn_sp_plan_t *plan) { return plan->esz == 2 ? 2 : 4; }
 
-static weft_dtype_t wire_dtype(const weft_attn_sp_plan_t *plan) {
+weft_dtype_t attn_sp_wire_dtype(const weft_attn_sp_plan_t *plan) {
   return plan->esz == 2 ? WEFT_DTYPE_BF16 : WEFT_DTYPE_F32;
 }
 
@@ -157,16 +156,6 @@ static weft_status_t check_config(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
     return WEFT_ERR_INVALID_ARG;
   }
   return WEFT_OK;
-}
-
-/* The divisor of P closest to sqrt(P), the smaller on a tie. */
-static int default_ulysses_degree(int P) {
-  int best = 1;
-  double root = sqrt((double)P);
-  for (int u = 1; u <= P; u++) {
-    if (P % u == 0 && fabs(u - root) < fabs(best - root)) best = u;
-  }
-  return best;
 }
 
 /* AUTO: predicts every candidate with the measured machine and keeps the fastest. */
@@ -337,7 +326,7 @@ weft_status_t weft_attn_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
   case WEFT_ATTN_SP_ULYSSES: plan->u = plan->size; break;
   case WEFT_ATTN_SP_HYBRID:
     plan->u = plan->cfg.ulysses_degree > 0 ? plan->cfg.ulysses_degree
-                                           : default_ulysses_degree(plan->size);
+                                           : attn_sp_default_ulysses(plan->size);
     break;
   default: plan->u = 1; break;
   }
@@ -377,7 +366,7 @@ fail:
  * recv_bytes[i] in, back to back in u_send / u_recv. */
 static weft_status_t ulysses_exchange(weft_attn_sp_plan_t *plan, const size_t *send_bytes,
                                       const size_t *recv_bytes) {
-  size_t unit = wire_unit(plan), so = 0, ro = 0;
+  size_t unit = attn_sp_wire_unit(plan), so = 0, ro = 0;
   for (int i = 0; i < plan->u; i++) {
     plan->cnt_send[i] = send_bytes[i] / unit;
     plan->dsp_send[i] = so;
@@ -388,7 +377,7 @@ static weft_status_t ulysses_exchange(weft_attn_sp_plan_t *plan, const size_t *s
   }
   WEFT_CHECK(weft_kernel_ctx_synchronize(plan->ctx)); /* packs done before MPI reads */
   return weft_comm_alltoallv(plan->uly_comm, plan->u_send, plan->cnt_send, plan->dsp_send,
-                             plan->u_recv, plan->cnt_recv, plan->dsp_recv, wire_dtype(plan),
+                             plan->u_recv, plan->cnt_recv, plan->dsp_recv, attn_sp_wire_dtype(plan),
                              WEFT_MEM_DEVICE);
 }
 
@@ -396,16 +385,16 @@ static weft_status_t ulysses_exchange(weft_attn_sp_plan_t *plan, const size_t *s
 static weft_status_t pack_heads(weft_attn_sp_plan_t *plan, void *dst, const void *src, int64_t Hx,
                                 int64_t x0, int64_t nx, size_t es) {
   size_t row = (size_t)plan->cfg.head_dim * es;
-  return copy2d(plan, dst, (size_t)nx * row, at(src, (size_t)x0 * row), (size_t)Hx * row,
-                (size_t)nx * row, (size_t)(plan->cfg.batch * plan->n));
+  return attn_sp_copy2d(plan, dst, (size_t)nx * row, at(src, (size_t)x0 * row), (size_t)Hx * row,
+                        (size_t)nx * row, (size_t)(plan->cfg.batch * plan->n));
 }
 
 /* Inverse of pack_heads: a [B,n,nx,d] block into heads [x0, x0 + nx) of [B,n,Hx,d]. */
 static weft_status_t unpack_heads(weft_attn_sp_plan_t *plan, void *dst, const void *src, int64_t Hx,
                                   int64_t x0, int64_t nx, size_t es) {
   size_t row = (size_t)plan->cfg.head_dim * es;
-  return copy2d(plan, at(dst, (size_t)x0 * row), (size_t)Hx * row, src, (size_t)nx * row,
-                (size_t)nx * row, (size_t)(plan->cfg.batch * plan->n));
+  return attn_sp_copy2d(plan, at(dst, (size_t)x0 * row), (size_t)Hx * row, src, (size_t)nx * row,
+                        (size_t)nx * row, (size_t)(plan->cfg.batch * plan->n));
 }
 
 /* Member j's slots of a head-shard tensor [B,L,nx,d] <-> a [B,n,nx,d] block. */
@@ -415,8 +404,8 @@ static weft_status_t shard_tokens(weft_attn_sp_plan_t *plan, void *shard, void *
   size_t pitch = (size_t)plan->u * blk; /* one batch entry of the shard: L tokens */
   void *slot = at(shard, (size_t)j * blk);
   size_t rows = (size_t)plan->cfg.batch;
-  return to_shard ? copy2d(plan, slot, pitch, block, blk, blk, rows)
-                  : copy2d(plan, block, blk, slot, pitch, blk, rows);
+  return to_shard ? attn_sp_copy2d(plan, slot, pitch, block, blk, blk, rows)
+                  : attn_sp_copy2d(plan, block, blk, slot, pitch, blk, rows);
 }
 
 /* Heads [x0, x0 + nx) of a [B,H,n] row tensor <-> a [B,nx,n] block. */
@@ -426,8 +415,8 @@ static weft_status_t rows_heads(weft_attn_sp_plan_t *plan, float *seq, float *bl
   size_t pitch = (size_t)(plan->cfg.heads * plan->n) * sizeof(float);
   float *s = seq + x0 * plan->n;
   size_t rows = (size_t)plan->cfg.batch;
-  return to_block ? copy2d(plan, block, w, s, pitch, w, rows)
-                  : copy2d(plan, s, pitch, block, w, w, rows);
+  return to_block ? attn_sp_copy2d(plan, block, w, s, pitch, w, rows)
+                  : attn_sp_copy2d(plan, s, pitch, block, w, w, rows);
 }
 
 /* Member j's columns of a head-shard row tensor [B,nq,L] <-> a [B,nq,n] block. */
@@ -436,8 +425,8 @@ static weft_status_t shard_rows(weft_attn_sp_plan_t *plan, float *shard, float *
   size_t w = (size_t)plan->n * sizeof(float), pitch = (size_t)plan->L * sizeof(float);
   float *s = shard + j * plan->n;
   size_t rows = (size_t)(plan->cfg.batch * plan->heads.nq);
-  return to_shard ? copy2d(plan, s, pitch, block, w, w, rows)
-                  : copy2d(plan, block, w, s, pitch, w, rows);
+  return to_shard ? attn_sp_copy2d(plan, s, pitch, block, w, w, rows)
+                  : attn_sp_copy2d(plan, block, w, s, pitch, w, rows);
 }
 
 /* Forward scatter: [q | k | v] of this rank's slots to every member, heads of that member. */
@@ -459,7 +448,7 @@ static weft_status_t ulysses_scatter_fwd(weft_attn_sp_plan_t *plan, const void *
   WEFT_CHECK(ulysses_exchange(plan, sb, rb));
   int64_t nq = plan->heads.nq, nkv = plan->heads.nkv;
   for (int j = 0; j < plan->u; j++) {
-    char *p = at(plan->u_recv, plan->dsp_recv[j] * wire_unit(plan));
+    char *p = at(plan->u_recv, plan->dsp_recv[j] * attn_sp_wire_unit(plan));
     WEFT_CHECK(shard_tokens(plan, plan->hq, p, j, nq, e, true));
     WEFT_CHECK(shard_tokens(plan, plan->hk, p + nq * tok, j, nkv, e, true));
     WEFT_CHECK(shard_tokens(plan, plan->hv, p + (nq + nkv) * tok, j, nkv, e, true));
@@ -485,7 +474,7 @@ static weft_status_t ulysses_gather_fwd(weft_attn_sp_plan_t *plan, float *out, f
   WEFT_CHECK(ulysses_exchange(plan, sb, rb));
   for (int i = 0; i < plan->u; i++) {
     attn_sp_heads_t s = plan->split[i];
-    char *p = at(plan->u_recv, plan->dsp_recv[i] * wire_unit(plan));
+    char *p = at(plan->u_recv, plan->dsp_recv[i] * attn_sp_wire_unit(plan));
     WEFT_CHECK(unpack_heads(plan, out, p, c->heads, s.q0, s.nq, f));
     WEFT_CHECK(rows_heads(plan, lse, (float *)(p + s.nq * tok), s.q0, s.nq, false));
   }
@@ -520,7 +509,7 @@ static weft_status_t ulysses_scatter_bwd(weft_attn_sp_plan_t *plan, const void *
   }
   WEFT_CHECK(ulysses_exchange(plan, sb, rb));
   for (int j = 0; j < plan->u; j++) {
-    char *p = at(plan->u_recv, plan->dsp_recv[j] * wire_unit(plan));
+    char *p = at(plan->u_recv, plan->dsp_recv[j] * attn_sp_wire_unit(plan));
     WEFT_CHECK(shard_tokens(plan, plan->hq, p, j, nq, e, true));
     p += nq * tok;
     WEFT_CHECK(shard_tokens(plan, plan->hk, p, j, nkv, e, true));
@@ -555,12 +544,12 @@ static weft_status_t ulysses_gather_bwd(weft_attn_sp_plan_t *plan, float *dq, fl
   WEFT_CHECK(ulysses_exchange(plan, sb, rb));
   int64_t kv_count = c->batch * plan->n * c->kv_heads * c->head_dim;
   if (plan->kv_replicated) {
-    WEFT_CHECK(zero_f32(plan, dk, kv_count));
-    WEFT_CHECK(zero_f32(plan, dv, kv_count));
+    WEFT_CHECK(attn_sp_zero(plan, dk, kv_count));
+    WEFT_CHECK(attn_sp_zero(plan, dv, kv_count));
   }
   for (int i = 0; i < plan->u; i++) {
     attn_sp_heads_t s = plan->split[i];
-    char *p = at(plan->u_recv, plan->dsp_recv[i] * wire_unit(plan));
+    char *p = at(plan->u_recv, plan->dsp_recv[i] * attn_sp_wire_unit(plan));
     WEFT_CHECK(unpack_heads(plan, dq, p, c->heads, s.q0, s.nq, f));
     for (int t = 0; t < 2; t++) {
       float *grad = t == 0 ? dk : dv;
@@ -569,7 +558,7 @@ static weft_status_t ulysses_gather_bwd(weft_attn_sp_plan_t *plan, float *dq, fl
         WEFT_CHECK(unpack_heads(plan, grad, blk, c->kv_heads, s.kv0, s.nkv, f));
         continue;
       }
-      WEFT_CHECK(zero_f32(plan, plan->kv_tmp, kv_count));
+      WEFT_CHECK(attn_sp_zero(plan, plan->kv_tmp, kv_count));
       WEFT_CHECK(unpack_heads(plan, plan->kv_tmp, blk, c->kv_heads, s.kv0, s.nkv, f));
       WEFT_CHECK(
           weft_elementwise_add(plan->ctx, WEFT_DTYPE_F32, kv_count, grad, plan->kv_tmp, grad));
@@ -638,9 +627,9 @@ static weft_status_t ring_backward(weft_attn_sp_plan_t *plan, const void *q, con
   weft_attn_shape_t shape = attn_sp_shape(plan, nq, nkv, plan->L, plan->L);
   int64_t kv_count = plan->cfg.batch * plan->L * nkv * plan->cfg.head_dim;
   size_t kv_bytes = (size_t)kv_count * plan->esz;
-  WEFT_CHECK(zero_f32(plan, dq, plan->cfg.batch * plan->L * nq * plan->cfg.head_dim));
-  WEFT_CHECK(zero_f32(plan, dk, kv_count));
-  WEFT_CHECK(zero_f32(plan, dv, kv_count));
+  WEFT_CHECK(attn_sp_zero(plan, dq, plan->cfg.batch * plan->L * nq * plan->cfg.head_dim));
+  WEFT_CHECK(attn_sp_zero(plan, dk, kv_count));
+  WEFT_CHECK(attn_sp_zero(plan, dv, kv_count));
   weft_comm_req_t req[4], acc_send, acc_recv;
   int next = (me + 1) % R, prev = (me + R - 1) % R;
   weft_comm_t *comm = plan->ring_comm;
@@ -656,7 +645,7 @@ static weft_status_t ring_backward(weft_attn_sp_plan_t *plan, const void *q, con
     if (s < R - 1)
       WEFT_CHECK(ring_post_kv(plan, held, at(held, kv_bytes), plan->kv_buf[s % 2], req));
     if (s == 1) {
-      WEFT_CHECK(zero_f32(plan, acc, (int64_t)acc_count));
+      WEFT_CHECK(attn_sp_zero(plan, acc, (int64_t)acc_count));
     } else {
       WEFT_CHECK(weft_comm_wait(&acc_recv)); /* what prev accumulated on this block */
       WEFT_CHECK(weft_comm_wait(&acc_send)); /* the other buffer is free again */

@@ -103,6 +103,15 @@ attn_sp_heads_t attn_sp_heads_of(int64_t heads, int64_t kv_heads, int u, int mem
   return s;
 }
 
+int attn_sp_default_ulysses(int ranks) {
+  int best = 1;
+  double root = sqrt((double)ranks);
+  for (int u = 1; u <= ranks; u++) {
+    if (ranks % u == 0 && fabs(u - root) < fabs(best - root)) best = u;
+  }
+  return best;
+}
+
 int64_t attn_sp_dtype_bytes(weft_dtype_t dtype) { return dtype == WEFT_DTYPE_BF16 ? 2 : 4; }
 
 /* Ulysses stage of member m of a group of u, with n slots per rank. */

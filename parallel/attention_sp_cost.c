@@ -71,16 +71,6 @@ static double link_s(const weft_attn_sp_machine_t *m, double send, double recv, 
   return bytes / m->bandwidth_Bps + msgs * m->latency_s;
 }
 
-/* The divisor of P closest to sqrt(P), ties to the smaller (the plan's HYBRID default). */
-static int default_ulysses(int ranks) {
-  int best = 1;
-  for (int u = 1; u <= ranks; u++) {
-    if (ranks % u != 0) continue;
-    if (fabs(u - sqrt(ranks)) < fabs(best - sqrt(ranks))) best = u;
-  }
-  return best;
-}
-
 /* Ring over R members with per-step compute c and per-hop K,V bytes kv; acc > 0 adds the
  * backward's dk,dv accumulators (acc bytes per hop, one step behind, last hop exposed). */
 static double ring_s(const weft_attn_sp_machine_t *m, int R, double c, double kv, double acc) {
@@ -151,7 +141,7 @@ weft_status_t weft_attn_sp_cost_predict(const weft_attn_sp_config_t *cfg, weft_a
     return WEFT_ERR_INVALID_ARG;
   }
   int u = algo == WEFT_ATTN_SP_ULYSSES  ? ranks
-          : algo == WEFT_ATTN_SP_HYBRID ? (ulysses == 0 ? default_ulysses(ranks) : ulysses)
+          : algo == WEFT_ATTN_SP_HYBRID ? (ulysses == 0 ? attn_sp_default_ulysses(ranks) : ulysses)
                                         : 1;
   if (u < 1 || ranks % u != 0) {
     WEFT_ERROR("attn_sp", "cost model: Ulysses degree %d does not divide %d ranks", u, ranks);

@@ -90,6 +90,17 @@ uint64_t attn_sp_bytes_sent(const weft_attn_sp_plan_t *plan);
 weft_attn_shape_t attn_sp_shape(const weft_attn_sp_plan_t *plan, int64_t heads, int64_t kv_heads,
                                 int64_t nq, int64_t nk);
 
+/* Strided copy ordered on the plan's stream (weft_device_copy_2d_async). */
+weft_status_t attn_sp_copy2d(weft_attn_sp_plan_t *plan, void *dst, size_t dst_pitch,
+                             const void *src, size_t src_pitch, size_t width, size_t rows);
+/* x[0, count) = 0 on the plan's stream. */
+weft_status_t attn_sp_zero(weft_attn_sp_plan_t *plan, float *x, int64_t count);
+
+/* A message mixing the dtype's tensors with f32 ones is counted in wire units: 2 bytes when
+ * the dtype is bf16 (an f32 element is 2 units), 4 otherwise; wire dtype to match. */
+size_t attn_sp_wire_unit(const weft_attn_sp_plan_t *plan);
+weft_dtype_t attn_sp_wire_dtype(const weft_attn_sp_plan_t *plan);
+
 /* TokenRing (attention_sp_tokenring.c). */
 weft_status_t attn_sp_tokenring_alloc(weft_attn_sp_plan_t *plan);
 weft_status_t attn_sp_tokenring_forward(weft_attn_sp_plan_t *plan, const void *q, const void *k,

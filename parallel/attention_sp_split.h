@@ -24,6 +24,9 @@ typedef struct attn_sp_heads {
 
 attn_sp_heads_t attn_sp_heads_of(int64_t heads, int64_t kv_heads, int u, int member);
 
+/* HYBRID's default Ulysses degree: the divisor of P closest to sqrt(P), the smaller on a tie. */
+int attn_sp_default_ulysses(int ranks);
+
 /* Element size of the configured dtype (q, k, v, dout on the wire). */
 int64_t attn_sp_dtype_bytes(weft_dtype_t dtype);
 

@@ -29,11 +29,6 @@ static int64_t first_row(const weft_attn_sp_plan_t *plan, int owner, int holder)
   return plan->cfg.causal && holder > owner ? plan->n / 2 : 0;
 }
 
-static size_t wire_unit(const weft_attn_sp_plan_t *plan) { return plan->esz == 2 ? 2 : 4; }
-static weft_dtype_t wire_dtype(const weft_attn_sp_plan_t *plan) {
-  return plan->esz == 2 ? WEFT_DTYPE_BF16 : WEFT_DTYPE_F32;
-}
-
 /* Bytes of a Q side of `rows` rows: forward q; backward q, dout (dtype) and lse, delta (f32). */
 static size_t qside_bytes(const weft_attn_sp_plan_t *plan, int64_t rows, bool backward) {
   const weft_attn_sp_config_t *c = &plan->cfg;
@@ -72,12 +67,6 @@ weft_status_t attn_sp_tokenring_alloc(weft_attn_sp_plan_t *plan) {
   return WEFT_OK;
 }
 
-static weft_status_t copy2d(weft_attn_sp_plan_t *plan, void *dst, size_t dst_pitch, const void *src,
-                            size_t src_pitch, size_t width, size_t rows) {
-  return weft_device_copy_2d_async(plan->dev, dst, dst_pitch, src, src_pitch, width, rows,
-                                   plan->d2d, plan->stream);
-}
-
 /* Rows [first, n) of a [B,n,H,d] tensor (element size es) <-> a [B,n-first,H,d] block. */
 static weft_status_t token_rows(weft_attn_sp_plan_t *plan, void *full, void *block, int64_t first,
                                 size_t es, bool to_block) {
@@ -85,8 +74,8 @@ static weft_status_t token_rows(weft_attn_sp_plan_t *plan, void *full, void *blo
   size_t tok = (size_t)(c->heads * c->head_dim) * es;
   size_t w = (size_t)(plan->n - first) * tok, pitch = (size_t)plan->n * tok;
   char *f = (char *)full + (size_t)first * tok;
-  return to_block ? copy2d(plan, block, w, f, pitch, w, (size_t)c->batch)
-                  : copy2d(plan, f, pitch, block, w, w, (size_t)c->batch);
+  return to_block ? attn_sp_copy2d(plan, block, w, f, pitch, w, (size_t)c->batch)
+                  : attn_sp_copy2d(plan, f, pitch, block, w, w, (size_t)c->batch);
 }
 
 /* Rows [first, n) of a [B,H,n] row tensor <-> a [B,H,n-first] block. */
@@ -95,8 +84,8 @@ static weft_status_t head_rows(weft_attn_sp_plan_t *plan, float *full, float *bl
   const weft_attn_sp_config_t *c = &plan->cfg;
   size_t w = (size_t)(plan->n - first) * sizeof(float), pitch = (size_t)plan->n * sizeof(float);
   size_t rows = (size_t)(c->batch * c->heads);
-  return to_block ? copy2d(plan, block, w, full + first, pitch, w, rows)
-                  : copy2d(plan, full + first, pitch, block, w, w, rows);
+  return to_block ? attn_sp_copy2d(plan, block, w, full + first, pitch, w, rows)
+                  : attn_sp_copy2d(plan, full + first, pitch, block, w, w, rows);
 }
 
 /* Packs this rank's Q side from row `first`: backward [q | dout | lse | delta]. */
@@ -119,12 +108,12 @@ static weft_status_t post_qside(weft_attn_sp_plan_t *plan, int s, const void *fu
                                 const void *half, bool backward, weft_comm_req_t req[2]) {
   int P = plan->size, r = plan->rank, dest = (r + s) % P, src = (r + P - s) % P;
   int64_t send_first = first_row(plan, r, dest), recv_first = first_row(plan, src, r);
-  size_t unit = wire_unit(plan);
+  size_t unit = attn_sp_wire_unit(plan);
   size_t send = qside_bytes(plan, plan->n - send_first, backward) / unit;
   size_t recv = qside_bytes(plan, plan->n - recv_first, backward) / unit;
-  WEFT_CHECK(weft_comm_irecv(plan->sp, plan->tr_qrecv[s % 2], recv, wire_dtype(plan), src,
+  WEFT_CHECK(weft_comm_irecv(plan->sp, plan->tr_qrecv[s % 2], recv, attn_sp_wire_dtype(plan), src,
                              ATTN_SP_TAG_Q, WEFT_MEM_DEVICE, &req[0]));
-  return weft_comm_isend(plan->sp, send_first ? half : full, send, wire_dtype(plan), dest,
+  return weft_comm_isend(plan->sp, send_first ? half : full, send, attn_sp_wire_dtype(plan), dest,
                          ATTN_SP_TAG_Q, WEFT_MEM_DEVICE, &req[1]);
 }
 
@@ -265,8 +254,8 @@ weft_status_t attn_sp_tokenring_backward(weft_attn_sp_plan_t *plan, const void *
   int64_t kv_count = c->batch * plan->n * c->kv_heads * c->head_dim;
   WEFT_CHECK(weft_elementwise_fill(plan->ctx, WEFT_DTYPE_F32,
                                    c->batch * plan->n * c->heads * c->head_dim, 0.0f, dq));
-  WEFT_CHECK(weft_elementwise_fill(plan->ctx, WEFT_DTYPE_F32, kv_count, 0.0f, dk));
-  WEFT_CHECK(weft_elementwise_fill(plan->ctx, WEFT_DTYPE_F32, kv_count, 0.0f, dv));
+  WEFT_CHECK(attn_sp_zero(plan, dk, kv_count));
+  WEFT_CHECK(attn_sp_zero(plan, dv, kv_count));
   if (plan->size > 1) {
     WEFT_CHECK(pack_qside(plan, plan->tr_qside_full, 0, q, dout, lse, delta));
     if (c->causal)
