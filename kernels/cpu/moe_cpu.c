@@ -1,0 +1,353 @@
+/* CPU back ends of the MoE kernels (weft/moe.h): router softmax/top-k and its backward, weighted
+ * row gather-sum, row dot products, SwiGLU forward and backward. f32 data; plain loops.
+ *
+ * Rows (or, for SwiGLU, elements) are independent, so a call is split into contiguous ranges,
+ * one per thread (pthreads, at most weft_kernels_cpu_threads(), and only when each thread gets
+ * at least MOE_MIN_WORK_PER_THREAD units of work). Every output element is computed by one
+ * thread in a fixed order, so results do not depend on the thread count. Rejected: OpenMP (the
+ * project sizes its own threads; see threads_cpu.c) and a persistent pool (thread start-up is
+ * ~20 us, below one call's work at the sizes where threads are used at all).
+ *
+ * Arithmetic, which the CUDA back end (kernels/cuda/moe.cu) follows step by step:
+ *   router    m = max logit; e_i = expf(l_i - m) (f32); s = sum_i e_i in double; p_i = e_i / s
+ *             and lse = m + log(s) computed in double and rounded once. The top-k order is
+ *             the total order "larger logit first, equal logits by lower id", with NaN ranked
+ *             as -inf, so ids are well defined for any input and equal on both devices.
+ *             w_j = p_{ids_j}; with normalize, Z = sum_j w_j in f32 in slot order, w_j /= Z.
+ *   backward  dp_i = coef_i + g_j for the slot j with ids_j = i, g_j = (dw_j - sum dw w) / Z or
+ *             dw_j; dot = sum_i p_i dp_i in double; dlogit_i = p_i (dp_i - dot) + c lse p_i.
+ *   gather    dst = first valid term, then += w_j src_j in increasing j (a product and a sum,
+ *             never fused: C11 mode turns contraction off).
+ *   row dot   16 partial f32 sums (a fixed order the compiler can vectorise), then added.
+ *   SwiGLU    s = 1 / (1 + expf(-a)); silu = a s; silu' = s (1 + a (1 - s)). With |a| large
+ *             expf(-a) is 0 or inf, s is 1 or 0, and every result stays finite. */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernel_ctx_internal.h"
+#include "moe_internal.h"
+
+/* Work units (about one float read or written) per thread below which a call keeps fewer
+ * threads: starting and joining a thread costs ~20-50 us, 2^17 floats stream in ~30 us. */
+#define MOE_MIN_WORK_PER_THREAD ((int64_t)1 << 17)
+#define MOE_MAX_THREADS         256 /* bounds the worker array; far above any core count */
+
+/* Processes items [begin, end) of the job. */
+typedef void (*moe_range_fn)(const void *job, int64_t begin, int64_t end);
+
+typedef struct moe_worker {
+  const void *job;
+  moe_range_fn fn;
+  int64_t begin, end;
+  pthread_t thread;
+  bool started;
+} moe_worker_t;
+
+static void *moe_worker_main(void *arg) {
+  moe_worker_t *w = arg;
+  w->fn(w->job, w->begin, w->end);
+  return NULL;
+}
+
+/* Runs fn over items [0, n) with `work` units per item, split into contiguous ranges. A worker
+ * that fails to start has its range run by the calling thread: fewer hands, same result. */
+static void moe_parallel(const void *job, moe_range_fn fn, int64_t n, int64_t work) {
+  double total = (double)n * (double)(work > 0 ? work : 1);
+  int64_t threads = weft_kernels_cpu_threads();
+  if ((double)threads > total / (double)MOE_MIN_WORK_PER_THREAD)
+    threads = (int64_t)(total / (double)MOE_MIN_WORK_PER_THREAD);
+  if (threads > n) threads = n;
+  if (threads > MOE_MAX_THREADS) threads = MOE_MAX_THREADS;
+  if (threads <= 1) {
+    fn(job, 0, n);
+    return;
+  }
+  moe_worker_t workers[MOE_MAX_THREADS];
+  int64_t base = n / threads, extra = n % threads;
+  for (int64_t t = 0; t < threads; t++) {
+    int64_t begin = t * base + (t < extra ? t : extra);
+    workers[t] = (moe_worker_t){.job = job, .fn = fn, .begin = begin};
+    workers[t].end = begin + base + (t < extra ? 1 : 0);
+  }
+  for (int64_t t = 1; t < threads; t++)
+    workers[t].started =
+        pthread_create(&workers[t].thread, NULL, moe_worker_main, &workers[t]) == 0;
+  fn(job, workers[0].begin, workers[0].end);
+  for (int64_t t = 1; t < threads; t++) {
+    if (workers[t].started)
+      pthread_join(workers[t].thread, NULL);
+    else
+      fn(job, workers[t].begin, workers[t].end);
+  }
+}
+
+/* ---- router ---- */
+
+typedef struct moe_router_job {
+  int64_t E;
+  int k;
+  bool normalize;
+  const float *logits, *probs_in, *lse_in, *weights_in, *dweights, *coef;
+  const int32_t *ids_in;
+  float *probs, *lse, *weights, *dlogits;
+  int32_t *ids;
+  float z_scale;
+} moe_router_job_t;
+
+static float moe_rank_key(float logit) { return isnan(logit) ? -INFINITY : logit; }
+
+/* The top-k order: (ka, ia) ranks before (kb, ib). */
+static bool moe_ranks_before(float ka, int64_t ia, float kb, int64_t ib) {
+  return ka > kb || (ka == kb && ia < ib);
+}
+
+static void moe_topk_rows(const void *arg, int64_t t0, int64_t t1) {
+  const moe_router_job_t *j = arg;
+  const int64_t E = j->E;
+  const int k = j->k;
+  for (int64_t t = t0; t < t1; t++) {
+    const float *l = j->logits + t * E; /* [E] */
+    float *p = j->probs + t * E;        /* [E] */
+    int32_t *id = j->ids + t * k;       /* [k] */
+    float *w = j->weights + t * k;      /* [k] */
+    float m = -INFINITY;
+    for (int64_t i = 0; i < E; i++) m = fmaxf(m, l[i]);
+    double s = 0.0;
+    for (int64_t i = 0; i < E; i++) {
+      p[i] = expf(l[i] - m);
+      s += p[i];
+    }
+    for (int64_t i = 0; i < E; i++) p[i] = (float)(p[i] / s);
+    if (j->lse) j->lse[t] = (float)((double)m + log(s));
+    /* Insertion into the sorted list id[0..n): i ascending, so an equal key never moves
+     * ahead of a lower id. O(E k), fine for the k <= 8 of real routers. */
+    int n = 0;
+    for (int64_t i = 0; i < E; i++) {
+      float key = moe_rank_key(l[i]);
+      if (n == k && !moe_ranks_before(key, i, moe_rank_key(l[id[k - 1]]), id[k - 1])) continue;
+      int pos = n < k ? n++ : k - 1; /* a full list drops its last entry */
+      while (pos > 0 && moe_ranks_before(key, i, moe_rank_key(l[id[pos - 1]]), id[pos - 1])) {
+        id[pos] = id[pos - 1];
+        pos--;
+      }
+      id[pos] = (int32_t)i;
+    }
+    float z = 0.0f;
+    for (int slot = 0; slot < k; slot++) {
+      w[slot] = p[id[slot]];
+      z += w[slot];
+    }
+    if (j->normalize)
+      for (int slot = 0; slot < k; slot++) w[slot] = w[slot] / z;
+  }
+}
+
+weft_status_t weft_moe_router_topk_cpu(weft_kernel_ctx_t *ctx, int64_t tokens, int64_t experts,
+                                       int k, bool normalize, const float *logits, float *probs,
+                                       float *lse, int32_t *ids, float *weights) {
+  (void)ctx;
+  moe_router_job_t j = {.E = experts,
+                        .k = k,
+                        .normalize = normalize,
+                        .logits = logits,
+                        .probs = probs,
+                        .lse = lse,
+                        .ids = ids,
+                        .weights = weights};
+  moe_parallel(&j, moe_topk_rows, tokens, 4 * experts + (int64_t)experts * k / 8);
+  return WEFT_OK;
+}
+
+static void moe_router_backward_rows(const void *arg, int64_t t0, int64_t t1) {
+  const moe_router_job_t *j = arg;
+  const int64_t E = j->E;
+  const int k = j->k;
+  for (int64_t t = t0; t < t1; t++) {
+    const float *p = j->probs_in + t * E;   /* [E] */
+    const int32_t *id = j->ids_in + t * k;  /* [k] */
+    const float *w = j->weights_in + t * k; /* [k] */
+    const float *dw = j->dweights + t * k;  /* [k] */
+    float *dp = j->dlogits + t * E;         /* [E]: dp first, then dlogits in place */
+    for (int64_t i = 0; i < E; i++) dp[i] = j->coef ? j->coef[i] : 0.0f;
+    float sdw = 0.0f, z = 0.0f;
+    if (j->normalize) {
+      for (int s = 0; s < k; s++) {
+        if (id[s] < 0 || id[s] >= E) continue;
+        sdw += dw[s] * w[s];
+        z += p[id[s]];
+      }
+    }
+    for (int s = 0; s < k; s++) {
+      if (id[s] < 0 || id[s] >= E) continue;
+      dp[id[s]] += j->normalize ? (dw[s] - sdw) / z : dw[s];
+    }
+    double dot = 0.0;
+    for (int64_t i = 0; i < E; i++) dot += (double)p[i] * dp[i];
+    float d = (float)dot, cl = j->z_scale != 0.0f ? j->z_scale * j->lse_in[t] : 0.0f;
+    for (int64_t i = 0; i < E; i++) dp[i] = p[i] * (dp[i] - d) + cl * p[i];
+  }
+}
+
+weft_status_t weft_moe_router_backward_cpu(weft_kernel_ctx_t *ctx, int64_t tokens, int64_t experts,
+                                           int k, bool normalize, const float *probs,
+                                           const float *lse, const int32_t *ids,
+                                           const float *weights, const float *dweights,
+                                           const float *prob_coef, float z_scale, float *dlogits) {
+  (void)ctx;
+  moe_router_job_t j = {.E = experts,
+                        .k = k,
+                        .normalize = normalize,
+                        .probs_in = probs,
+                        .lse_in = lse,
+                        .ids_in = ids,
+                        .weights_in = weights,
+                        .dweights = dweights,
+                        .coef = prob_coef,
+                        .z_scale = z_scale,
+                        .dlogits = dlogits};
+  moe_parallel(&j, moe_router_backward_rows, tokens, 3 * experts + k);
+  return WEFT_OK;
+}
+
+/* ---- gather-sum and row dot ---- */
+
+typedef struct moe_rows_job {
+  int64_t width;
+  int fan;
+  const float *src, *w, *b;
+  int64_t src_ld, ldb;
+  const int32_t *idx, *b_idx;
+  float *dst;
+  int64_t dst_ld;
+} moe_rows_job_t;
+
+static void moe_gather_rows(const void *arg, int64_t r0, int64_t r1) {
+  const moe_rows_job_t *j = arg;
+  const int64_t width = j->width;
+  for (int64_t r = r0; r < r1; r++) {
+    const int32_t *ix = j->idx + r * j->fan; /* [fan] */
+    const float *wr = j->w ? j->w + r * j->fan : NULL;
+    float *restrict d = j->dst + r * j->dst_ld; /* [width] */
+    bool first = true;
+    for (int s = 0; s < j->fan; s++) {
+      if (ix[s] < 0) continue;
+      const float *restrict x = j->src + (int64_t)ix[s] * j->src_ld;
+      const float ws = wr ? wr[s] : 1.0f; /* a local: no reload per element */
+      if (!wr && first)
+        memcpy(d, x, (size_t)width * sizeof(float));
+      else if (!wr)
+        for (int64_t c = 0; c < width; c++) d[c] += x[c];
+      else if (first)
+        for (int64_t c = 0; c < width; c++) d[c] = ws * x[c];
+      else
+        for (int64_t c = 0; c < width; c++) d[c] += ws * x[c];
+      first = false;
+    }
+    if (first) memset(d, 0, (size_t)width * sizeof(float));
+  }
+}
+
+weft_status_t weft_moe_gather_sum_cpu(weft_kernel_ctx_t *ctx, int64_t rows, int64_t width, int fan,
+                                      const float *src, int64_t src_ld, const int32_t *idx,
+                                      const float *w, float *dst, int64_t dst_ld) {
+  (void)ctx;
+  moe_rows_job_t j = {.width = width,
+                      .fan = fan,
+                      .src = src,
+                      .w = w,
+                      .src_ld = src_ld,
+                      .idx = idx,
+                      .dst = dst,
+                      .dst_ld = dst_ld};
+  moe_parallel(&j, moe_gather_rows, rows, (int64_t)(fan + 1) * width);
+  return WEFT_OK;
+}
+
+/* a . b with 16 partial sums: a float reduction may not be reordered by the compiler, and one
+ * running sum would serialise on the add latency; 16 lanes vectorise (as gla_dot). */
+static float moe_dot(const float *restrict a, const float *restrict b, int64_t n) {
+  float part[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; l++) part[l] += a[i + l] * b[i + l];
+  for (; i < n; i++) part[0] += a[i] * b[i];
+  float sum = 0.0f;
+  for (int l = 0; l < 16; l++) sum += part[l];
+  return sum;
+}
+
+static void moe_dot_rows(const void *arg, int64_t r0, int64_t r1) {
+  const moe_rows_job_t *j = arg; /* a is src, a_idx is idx, out is dst */
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t ia = j->idx ? j->idx[r] : r, ib = j->b_idx ? j->b_idx[r] : r;
+    j->dst[r] = ia < 0 || ib < 0 || j->width == 0
+                    ? 0.0f
+                    : moe_dot(j->src + ia * j->src_ld, j->b + ib * j->ldb, j->width);
+  }
+}
+
+weft_status_t weft_moe_row_dot_cpu(weft_kernel_ctx_t *ctx, int64_t rows, int64_t width,
+                                   const float *a, int64_t lda, const int32_t *a_idx,
+                                   const float *b, int64_t ldb, const int32_t *b_idx, float *out) {
+  (void)ctx;
+  moe_rows_job_t j = {.width = width,
+                      .src = a,
+                      .src_ld = lda,
+                      .idx = a_idx,
+                      .b = b,
+                      .ldb = ldb,
+                      .b_idx = b_idx,
+                      .dst = out};
+  moe_parallel(&j, moe_dot_rows, rows, 2 * width + 1);
+  return WEFT_OK;
+}
+
+/* ---- SwiGLU ---- */
+
+typedef struct moe_swiglu_job {
+  const float *a, *b, *dact;
+  float *act, *da, *db;
+} moe_swiglu_job_t;
+
+static float moe_sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
+
+static void moe_swiglu_forward_range(const void *arg, int64_t i0, int64_t i1) {
+  const moe_swiglu_job_t *j = arg;
+  for (int64_t i = i0; i < i1; i++) {
+    float a = j->a[i];
+    j->act[i] = a * moe_sigmoid(a) * j->b[i];
+  }
+}
+
+static void moe_swiglu_backward_range(const void *arg, int64_t i0, int64_t i1) {
+  const moe_swiglu_job_t *j = arg;
+  for (int64_t i = i0; i < i1; i++) {
+    float a = j->a[i], g = j->dact[i]; /* read before da (which may be dact) is written */
+    float s = moe_sigmoid(a);
+    float dsilu = s * (1.0f + a * (1.0f - s));
+    j->db[i] = g * (a * s);
+    j->da[i] = g * j->b[i] * dsilu;
+  }
+}
+
+/* A SwiGLU element costs one expf (~10-20 flops) and 3-5 floats of traffic: weight 8. */
+#define MOE_SWIGLU_WORK 8
+
+weft_status_t weft_moe_swiglu_forward_cpu(weft_kernel_ctx_t *ctx, int64_t n, const float *a,
+                                          const float *b, float *act) {
+  (void)ctx;
+  moe_swiglu_job_t j = {.a = a, .b = b, .act = act};
+  moe_parallel(&j, moe_swiglu_forward_range, n, MOE_SWIGLU_WORK);
+  return WEFT_OK;
+}
+
+weft_status_t weft_moe_swiglu_backward_cpu(weft_kernel_ctx_t *ctx, int64_t n, const float *a,
+                                           const float *b, const float *dact, float *da,
+                                           float *db) {
+  (void)ctx;
+  moe_swiglu_job_t j = {.a = a, .b = b, .dact = dact, .da = da, .db = db};
+  moe_parallel(&j, moe_swiglu_backward_range, n, MOE_SWIGLU_WORK);
+  return WEFT_OK;
+}
