@@ -26,8 +26,8 @@ void weft_check_format_shape(const weft_tensor_file_info_t *info, char *buf, siz
   if (used < size) snprintf(buf + used, size - used, "]");
 }
 
-weft_status_t weft_check_query4(weft_check_input_t *in, weft_tensor_file_t *file, const char *name,
-                                const char *dims, weft_tensor_file_info_t *info_p) {
+weft_status_t weft_check_query(weft_check_input_t *in, weft_tensor_file_t *file, const char *name,
+                               int ndim, const char *dims, weft_tensor_file_info_t *info_p) {
   bool exists = false;
   WEFT_CHECK(weft_tensor_file_exists(file, name, &exists));
   if (!exists) {
@@ -43,12 +43,12 @@ weft_status_t weft_check_query4(weft_check_input_t *in, weft_tensor_file_t *file
   WEFT_CHECK(st);
   char shape[96];
   weft_check_format_shape(info_p, shape, sizeof shape);
-  if (info_p->dtype != WEFT_DTYPE_F32 || info_p->ndim != 4) {
-    weft_check_input_error(in, "dataset '%s' is %s %s, expected a 4-D float32 array %s", name,
-                           weft_dtype_name(info_p->dtype), shape, dims);
+  if (info_p->dtype != WEFT_DTYPE_F32 || info_p->ndim != ndim) {
+    weft_check_input_error(in, "dataset '%s' is %s %s, expected a %d-D float32 array %s", name,
+                           weft_dtype_name(info_p->dtype), shape, ndim, dims);
     return WEFT_OK;
   }
-  for (int d = 0; d < 4; d++) {
+  for (int d = 0; d < ndim; d++) {
     if (info_p->shape[d] < 1) {
       weft_check_input_error(in, "dataset '%s' has shape %s; every dimension must be at least 1",
                              name, shape);
@@ -56,4 +56,9 @@ weft_status_t weft_check_query4(weft_check_input_t *in, weft_tensor_file_t *file
     }
   }
   return WEFT_OK;
+}
+
+weft_status_t weft_check_query4(weft_check_input_t *in, weft_tensor_file_t *file, const char *name,
+                                const char *dims, weft_tensor_file_info_t *info_p) {
+  return weft_check_query(in, file, name, 4, dims, info_p);
 }

@@ -11,4 +11,8 @@ int weft_check_linear(int argc, char **argv);
  * "attention". Returns a process exit code. */
 int weft_check_attention(int argc, char **argv);
 
+/* `weft check moe` (check_moe.c): the expert-parallel MoE layer. argv[0] is "moe". Returns a
+ * process exit code. */
+int weft_check_moe(int argc, char **argv);
+
 #endif /* WEFT_RUNTIME_CHECKS_H */
