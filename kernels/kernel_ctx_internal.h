@@ -56,6 +56,14 @@ struct weft_kernel_ctx {
 weft_status_t weft_kernel_ctx_workspace(weft_kernel_ctx_t *ctx, weft_kernel_ws_t slot, size_t bytes,
                                         void **ptr_p);
 
+/* CPU kernels' threading (cpu/parallel_for_cpu.c): runs fn over items [0, n) split into
+ * contiguous ranges, one per thread: at most weft_kernels_cpu_threads(), and fewer so that each
+ * gets at least 2^17 units of work (`work` units per item, about one float moved). The split
+ * only decides which thread computes an item, never how, so results do not depend on the
+ * thread count. A thread that fails to start has its range run by the caller. */
+typedef void (*weft_cpu_range_fn)(const void *job, int64_t begin, int64_t end);
+void weft_cpu_parallel_for(const void *job, weft_cpu_range_fn fn, int64_t n, int64_t work);
+
 #if WEFT_HAVE_CUDA
 /* Creates the cuBLAS handle and its workspace for ctx->device and binds them to
  * ctx->cuda_stream; fills cuda_sm_count. On failure releases what it created. */

@@ -2,11 +2,8 @@
  * row gather-sum, row dot products, SwiGLU forward and backward. f32 data; plain loops.
  *
  * Rows (or, for SwiGLU, elements) are independent, so a call is split into contiguous ranges,
- * one per thread (pthreads, at most weft_kernels_cpu_threads(), and only when each thread gets
- * at least MOE_MIN_WORK_PER_THREAD units of work). Every output element is computed by one
- * thread in a fixed order, so results do not depend on the thread count. Rejected: OpenMP (the
- * project sizes its own threads; see threads_cpu.c) and a persistent pool (thread start-up is
- * ~20 us, below one call's work at the sizes where threads are used at all).
+ * one per thread (weft_cpu_parallel_for, cpu/parallel_for_cpu.c). Every output element is
+ * computed by one thread in a fixed order, so results do not depend on the thread count.
  *
  * Arithmetic, which the CUDA back end (kernels/cuda/moe.cu) follows step by step:
  *   router    m = max logit; e_i = expf(l_i - m) (f32); s = sum_i e_i in double; p_i = e_i / s
@@ -22,66 +19,11 @@
  *   SwiGLU    s = 1 / (1 + expf(-a)); silu = a s; silu' = s (1 + a (1 - s)). With |a| large
  *             expf(-a) is 0 or inf, s is 1 or 0, and every result stays finite. */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kernel_ctx_internal.h"
 #include "moe_internal.h"
-
-/* Work units (about one float read or written) per thread below which a call keeps fewer
- * threads: starting and joining a thread costs ~20-50 us, 2^17 floats stream in ~30 us. */
-#define MOE_MIN_WORK_PER_THREAD ((int64_t)1 << 17)
-#define MOE_MAX_THREADS         256 /* bounds the worker array; far above any core count */
-
-/* Processes items [begin, end) of the job. */
-typedef void (*moe_range_fn)(const void *job, int64_t begin, int64_t end);
-
-typedef struct moe_worker {
-  const void *job;
-  moe_range_fn fn;
-  int64_t begin, end;
-  pthread_t thread;
-  bool started;
-} moe_worker_t;
-
-static void *moe_worker_main(void *arg) {
-  moe_worker_t *w = arg;
-  w->fn(w->job, w->begin, w->end);
-  return NULL;
-}
-
-/* Runs fn over items [0, n) with `work` units per item, split into contiguous ranges. A worker
- * that fails to start has its range run by the calling thread: fewer hands, same result. */
-static void moe_parallel(const void *job, moe_range_fn fn, int64_t n, int64_t work) {
-  double total = (double)n * (double)(work > 0 ? work : 1);
-  int64_t threads = weft_kernels_cpu_threads();
-  if ((double)threads > total / (double)MOE_MIN_WORK_PER_THREAD)
-    threads = (int64_t)(total / (double)MOE_MIN_WORK_PER_THREAD);
-  if (threads > n) threads = n;
-  if (threads > MOE_MAX_THREADS) threads = MOE_MAX_THREADS;
-  if (threads <= 1) {
-    fn(job, 0, n);
-    return;
-  }
-  moe_worker_t workers[MOE_MAX_THREADS];
-  int64_t base = n / threads, extra = n % threads;
-  for (int64_t t = 0; t < threads; t++) {
-    int64_t begin = t * base + (t < extra ? t : extra);
-    workers[t] = (moe_worker_t){.job = job, .fn = fn, .begin = begin};
-    workers[t].end = begin + base + (t < extra ? 1 : 0);
-  }
-  for (int64_t t = 1; t < threads; t++)
-    workers[t].started =
-        pthread_create(&workers[t].thread, NULL, moe_worker_main, &workers[t]) == 0;
-  fn(job, workers[0].begin, workers[0].end);
-  for (int64_t t = 1; t < threads; t++) {
-    if (workers[t].started)
-      pthread_join(workers[t].thread, NULL);
-    else
-      fn(job, workers[t].begin, workers[t].end);
-  }
-}
 
 /* ---- router ---- */
 
@@ -156,7 +98,7 @@ weft_status_t weft_moe_router_topk_cpu(weft_kernel_ctx_t *ctx, int64_t tokens, i
                         .lse = lse,
                         .ids = ids,
                         .weights = weights};
-  moe_parallel(&j, moe_topk_rows, tokens, 4 * experts + (int64_t)experts * k / 8);
+  weft_cpu_parallel_for(&j, moe_topk_rows, tokens, 4 * experts + (int64_t)experts * k / 8);
   return WEFT_OK;
 }
 
@@ -207,7 +149,7 @@ weft_status_t weft_moe_router_backward_cpu(weft_kernel_ctx_t *ctx, int64_t token
                         .coef = prob_coef,
                         .z_scale = z_scale,
                         .dlogits = dlogits};
-  moe_parallel(&j, moe_router_backward_rows, tokens, 3 * experts + k);
+  weft_cpu_parallel_for(&j, moe_router_backward_rows, tokens, 3 * experts + k);
   return WEFT_OK;
 }
 
@@ -261,7 +203,7 @@ weft_status_t weft_moe_gather_sum_cpu(weft_kernel_ctx_t *ctx, int64_t rows, int6
                       .idx = idx,
                       .dst = dst,
                       .dst_ld = dst_ld};
-  moe_parallel(&j, moe_gather_rows, rows, (int64_t)(fan + 1) * width);
+  weft_cpu_parallel_for(&j, moe_gather_rows, rows, (int64_t)(fan + 1) * width);
   return WEFT_OK;
 }
 
@@ -300,7 +242,7 @@ weft_status_t weft_moe_row_dot_cpu(weft_kernel_ctx_t *ctx, int64_t rows, int64_t
                       .ldb = ldb,
                       .b_idx = b_idx,
                       .dst = out};
-  moe_parallel(&j, moe_dot_rows, rows, 2 * width + 1);
+  weft_cpu_parallel_for(&j, moe_dot_rows, rows, 2 * width + 1);
   return WEFT_OK;
 }
 
@@ -339,7 +281,7 @@ weft_status_t weft_moe_swiglu_forward_cpu(weft_kernel_ctx_t *ctx, int64_t n, con
                                           const float *b, float *act) {
   (void)ctx;
   moe_swiglu_job_t j = {.a = a, .b = b, .act = act};
-  moe_parallel(&j, moe_swiglu_forward_range, n, MOE_SWIGLU_WORK);
+  weft_cpu_parallel_for(&j, moe_swiglu_forward_range, n, MOE_SWIGLU_WORK);
   return WEFT_OK;
 }
 
@@ -348,6 +290,6 @@ weft_status_t weft_moe_swiglu_backward_cpu(weft_kernel_ctx_t *ctx, int64_t n, co
                                            float *db) {
   (void)ctx;
   moe_swiglu_job_t j = {.a = a, .b = b, .dact = dact, .da = da, .db = db};
-  moe_parallel(&j, moe_swiglu_backward_range, n, MOE_SWIGLU_WORK);
+  weft_cpu_parallel_for(&j, moe_swiglu_backward_range, n, MOE_SWIGLU_WORK);
   return WEFT_OK;
 }
