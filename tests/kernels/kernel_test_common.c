@@ -202,3 +202,33 @@ size_t kt_gemm_compare(const kt_gemm_spec_t *s, const kt_gemm_data_t *d, const v
   }
   return bad;
 }
+
+void *kt_xalloc(size_t bytes) {
+  void *p = calloc(bytes ? bytes : 1, 1);
+  if (!p) abort();
+  return p;
+}
+
+float *kt_rand_floats(uint64_t *state, size_t n, float scale) {
+  float *p = kt_xalloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) p[i] = scale * kt_rand_uniform(state);
+  return p;
+}
+
+void *kt_to_gpu(const weft_device_t *gpu, const void *host, size_t bytes) {
+  void *dev = NULL;
+  WT_CHECK_OK(weft_device_alloc(gpu, bytes ? bytes : 1, &dev));
+  if (!dev || !bytes) return dev;
+  void *init = (void *)host;
+  if (!host) memset(init = kt_xalloc(bytes), 0xff, bytes);
+  WT_CHECK_OK(weft_device_copy(gpu, dev, init, bytes, WEFT_COPY_HOST_TO_DEVICE));
+  if (!host) free(init);
+  return dev;
+}
+
+void *kt_from_gpu(const weft_device_t *gpu, const void *dev, size_t bytes) {
+  void *host = kt_xalloc(bytes);
+  WT_CHECK_OK(weft_device_synchronize(gpu));
+  if (bytes) WT_CHECK_OK(weft_device_copy(gpu, host, dev, bytes, WEFT_COPY_DEVICE_TO_HOST));
+  return host;
+}

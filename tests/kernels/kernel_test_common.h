@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "weft/device.h"
 #include "weft/tensor.h"
 
 /* xorshift64*: deterministic across platforms, good enough for test data. */
@@ -64,5 +65,15 @@ size_t kt_gemm_check(const kt_gemm_spec_t *spec, const kt_gemm_data_t *data, con
  * bitwise equal. */
 size_t kt_gemm_compare(const kt_gemm_spec_t *spec, const kt_gemm_data_t *data, const void *x,
                        const void *y, double scale, const char *label);
+
+/* Host and device buffers for the CUDA-vs-CPU tests. kt_xalloc aborts when memory runs out
+ * (a test cannot go on without its data). kt_to_gpu copies `bytes` from host to a new device
+ * buffer, or fills it with NaN bytes (0xff) when host is NULL, so an element a kernel forgets to
+ * write shows up. kt_from_gpu waits for the device (every stream), then copies back into a new
+ * host buffer. Failures are recorded as test failures. */
+void *kt_xalloc(size_t bytes);
+float *kt_rand_floats(uint64_t *state, size_t n, float scale); /* n values in [-scale, scale) */
+void *kt_to_gpu(const weft_device_t *gpu, const void *host, size_t bytes);
+void *kt_from_gpu(const weft_device_t *gpu, const void *dev, size_t bytes);
 
 #endif /* WEFT_KERNEL_TEST_COMMON_H */

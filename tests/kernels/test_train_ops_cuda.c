@@ -33,37 +33,11 @@ static weft_device_t *g_gpu;
 static weft_kernel_ctx_t *g_gctx;
 static uint64_t g_rng = 4242;
 
-static void *xalloc(size_t bytes) {
-  void *p = calloc(bytes ? bytes : 1, 1);
-  if (!p) abort();
-  return p;
-}
-
-static float *rand_floats(size_t n, float scale) {
-  float *p = xalloc(n * sizeof(float));
-  for (size_t i = 0; i < n; i++) p[i] = scale * kt_rand_uniform(&g_rng);
-  return p;
-}
-
-/* A device buffer of `bytes`, filled from `host` when given, else with NaN bytes (0xff) so an
- * element a kernel forgets to write shows up. */
-static void *to_gpu(const void *host, size_t bytes) {
-  void *dev = NULL;
-  WT_CHECK_OK(weft_device_alloc(g_gpu, bytes ? bytes : 1, &dev));
-  if (!dev || !bytes) return dev;
-  void *init = (void *)host;
-  if (!host) memset(init = xalloc(bytes), 0xff, bytes);
-  WT_CHECK_OK(weft_device_copy(g_gpu, dev, init, bytes, WEFT_COPY_HOST_TO_DEVICE));
-  if (!host) free(init);
-  return dev;
-}
-
-static void *from_gpu(const void *dev, size_t bytes) {
-  void *host = xalloc(bytes);
-  WT_CHECK_OK(weft_kernel_ctx_synchronize(g_gctx));
-  if (bytes) WT_CHECK_OK(weft_device_copy(g_gpu, host, dev, bytes, WEFT_COPY_DEVICE_TO_HOST));
-  return host;
-}
+/* This file's views of the shared helpers (kernel_test_common.h). */
+static void *xalloc(size_t bytes) { return kt_xalloc(bytes); }
+static float *rand_floats(size_t n, float scale) { return kt_rand_floats(&g_rng, n, scale); }
+static void *to_gpu(const void *host, size_t bytes) { return kt_to_gpu(g_gpu, host, bytes); }
+static void *from_gpu(const void *dev, size_t bytes) { return kt_from_gpu(g_gpu, dev, bytes); }
 
 /* Bitwise equal, except that any NaN matches any NaN (payloads differ between devices). */
 static void compare_bits(const char *label, const float *cpu, const float *gpu, size_t n) {
