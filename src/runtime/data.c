@@ -119,7 +119,7 @@ static weft_status_t read_directory(weft_data_t *d, const char *dir, size_t *cap
     count++;
   }
   closedir(dp);
-  if (st == WEFT_OK) {
+  if (st == WEFT_OK && count > 1) { /* names is NULL for an empty directory */
     qsort(names, count, sizeof *names, compare_names);
   }
   for (size_t i = 0; i < count && st == WEFT_OK; ++i) {
