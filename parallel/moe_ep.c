@@ -353,12 +353,8 @@ static weft_status_t forward_losses(weft_moe_plan_t *plan, int64_t T) {
     WEFT_CHECK(weft_moe_row_dot(ctx, 1, T, plan->lse.ptr, T, NULL, plan->lse.ptr, T, NULL,
                                 plan->scalar.ptr));
     WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
-    float *psum = (float *)plan->coef_host; /* staging: overwritten below */
-    WEFT_CHECK(weft_device_copy(plan->dev, psum, plan->psum.ptr, (size_t)E * sizeof(float),
-                                WEFT_COPY_DEVICE_TO_HOST));
-    for (int64_t e = 0; e < E; ++e) {
-      plan->psum_host[e] = psum[e];
-    }
+    WEFT_CHECK(weft_device_copy(plan->dev, plan->psum_host, plan->psum.ptr,
+                                (size_t)E * sizeof(float), WEFT_COPY_DEVICE_TO_HOST));
     WEFT_CHECK(weft_device_copy(plan->dev, &zsum, plan->scalar.ptr, sizeof zsum,
                                 WEFT_COPY_DEVICE_TO_HOST));
   } else {
@@ -369,7 +365,7 @@ static weft_status_t forward_losses(weft_moe_plan_t *plan, int64_t T) {
   double aux = 0.0;
   for (int64_t e = 0; e < E; ++e) {
     const double f = (double)plan->counts_step[e] / slots_step;
-    aux += (double)E * f * plan->psum_host[e] / Tg;
+    aux += (double)E * f * (double)plan->psum_host[e] / Tg;
     plan->coef_host[e] = (float)(plan->cfg.aux_weight * (double)E * f / Tg);
   }
   plan->stats.aux_loss_partial = aux;
@@ -430,21 +426,21 @@ weft_status_t weft_moe_forward(weft_moe_plan_t *plan, int64_t tokens, const floa
   DEV_RESERVE(a, M * f, float);
   DEV_RESERVE(b, M * f, float);
   DEV_RESERVE(act, M * f, float);
-  const void *d_send_tok, *d_tok_rows, *d_perm_rows, *d_perm_w, *d_comb_idx, *d_comb_w;
+  struct moe_index_views *v = &plan->view; /* kept for the backward */
   WEFT_CHECK(
-      dev_upload(plan, &plan->send_tok, r->send_tok, (size_t)S * sizeof(int32_t), &d_send_tok));
+      dev_upload(plan, &plan->send_tok, r->send_tok, (size_t)S * sizeof(int32_t), &v->send_tok));
   WEFT_CHECK(dev_upload(plan, &plan->tok_rows, r->tok_rows,
-                        (size_t)(tokens * r->fan_tok) * sizeof(int32_t), &d_tok_rows));
+                        (size_t)(tokens * r->fan_tok) * sizeof(int32_t), &v->tok_rows));
   WEFT_CHECK(
-      dev_upload(plan, &plan->perm_rows, r->perm_rows, (size_t)M * sizeof(int32_t), &d_perm_rows));
-  WEFT_CHECK(dev_upload(plan, &plan->perm_w, r->perm_w, (size_t)M * sizeof(float), &d_perm_w));
+      dev_upload(plan, &plan->perm_rows, r->perm_rows, (size_t)M * sizeof(int32_t), &v->perm_rows));
+  WEFT_CHECK(dev_upload(plan, &plan->perm_w, r->perm_w, (size_t)M * sizeof(float), &v->perm_w));
   WEFT_CHECK(dev_upload(plan, &plan->comb_idx, r->comb_idx,
-                        (size_t)(R * r->fan_comb) * sizeof(int32_t), &d_comb_idx));
+                        (size_t)(R * r->fan_comb) * sizeof(int32_t), &v->comb_idx));
   WEFT_CHECK(dev_upload(plan, &plan->comb_w, r->comb_w, (size_t)(R * r->fan_comb) * sizeof(float),
-                        &d_comb_w));
+                        &v->comb_w));
 
   /* Dispatch: one row per (token, destination rank). */
-  WEFT_CHECK(weft_moe_gather_sum(ctx, S, h, 1, x, h, d_send_tok, NULL, plan->send_rows.ptr, h));
+  WEFT_CHECK(weft_moe_gather_sum(ctx, S, h, 1, x, h, v->send_tok, NULL, plan->send_rows.ptr, h));
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
   exchange_layout(plan, r->rows_to, r->rows_from, hs);
   TIMED(st->fwd_time.payload_s, weft_comm_alltoallv(plan->ep, plan->send_rows.ptr, plan->scount,
@@ -453,7 +449,7 @@ weft_status_t weft_moe_forward(weft_moe_plan_t *plan, int64_t tokens, const floa
   st->fwd.payload += last_sent(plan->ep);
 
   /* Experts, expert-major, then the weighted pre-sum of each received row. */
-  WEFT_CHECK(weft_moe_gather_sum(ctx, M, h, 1, plan->recv_rows.ptr, h, d_perm_rows, NULL,
+  WEFT_CHECK(weft_moe_gather_sum(ctx, M, h, 1, plan->recv_rows.ptr, h, v->perm_rows, NULL,
                                  plan->x_perm.ptr, h));
   const weft_moe_experts_shape_t shape = {plan->dims.local_experts, h, f};
   const double t_experts = weft_time_now();
@@ -462,8 +458,8 @@ weft_status_t weft_moe_forward(weft_moe_plan_t *plan, int64_t tokens, const floa
                                       plan->y_perm.ptr));
   if (plan->on_device) WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
   st->fwd_time.experts_s = weft_time_now() - t_experts;
-  WEFT_CHECK(weft_moe_gather_sum(ctx, R, h, r->fan_comb, plan->y_perm.ptr, h, d_comb_idx, d_comb_w,
-                                 plan->out_rows.ptr, h));
+  WEFT_CHECK(weft_moe_gather_sum(ctx, R, h, r->fan_comb, plan->y_perm.ptr, h, v->comb_idx,
+                                 v->comb_w, plan->out_rows.ptr, h));
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
 
   /* Combine: the same counts in reverse, then each token sums the rows it gets back. */
@@ -471,7 +467,7 @@ weft_status_t weft_moe_forward(weft_moe_plan_t *plan, int64_t tokens, const floa
                                                     plan->rdispl, plan->back_rows.ptr, plan->scount,
                                                     plan->sdispl, WEFT_DTYPE_F32, WEFT_MEM_DEVICE));
   st->fwd.payload += last_sent(plan->ep);
-  WEFT_CHECK(weft_moe_gather_sum(ctx, tokens, h, r->fan_tok, plan->back_rows.ptr, h, d_tok_rows,
+  WEFT_CHECK(weft_moe_gather_sum(ctx, tokens, h, r->fan_tok, plan->back_rows.ptr, h, v->tok_rows,
                                  NULL, y, h));
   WEFT_CHECK(forward_losses(plan, tokens));
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
@@ -546,15 +542,10 @@ weft_status_t weft_moe_backward(weft_moe_plan_t *plan, const float *x, const wef
   DEV_RESERVE(dw_perm, M, float);
   DEV_RESERVE(work, 2 * M * f, float);
   DEV_RESERVE(dlogits, T * E, float);
-  const bool cpu = !plan->on_device;
-  const void *d_send_tok = cpu ? (const void *)r->send_tok : plan->send_tok.ptr;
-  const void *d_tok_rows = cpu ? (const void *)r->tok_rows : plan->tok_rows.ptr;
-  const void *d_perm_rows = cpu ? (const void *)r->perm_rows : plan->perm_rows.ptr;
-  const void *d_perm_w = cpu ? (const void *)r->perm_w : plan->perm_w.ptr;
-  const void *d_comb_idx = cpu ? (const void *)r->comb_idx : plan->comb_idx.ptr;
+  const struct moe_index_views *v = &plan->view;
 
   /* Output gradients travel like the token rows did. */
-  WEFT_CHECK(weft_moe_gather_sum(ctx, S, h, 1, dy, h, d_send_tok, NULL, plan->send_rows.ptr, h));
+  WEFT_CHECK(weft_moe_gather_sum(ctx, S, h, 1, dy, h, v->send_tok, NULL, plan->send_rows.ptr, h));
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
   exchange_layout(plan, r->rows_to, r->rows_from, hs);
   TIMED(st->bwd_time.payload_s, weft_comm_alltoallv(plan->ep, plan->send_rows.ptr, plan->scount,
@@ -563,10 +554,10 @@ weft_status_t weft_moe_backward(weft_moe_plan_t *plan, const float *x, const wef
   st->bwd.payload += last_sent(plan->ep);
 
   /* Expert side: dY_e = w * dy, dw = <y_e, dy>, expert backward, pre-sum dx per row. */
-  WEFT_CHECK(weft_moe_gather_sum(ctx, M, h, 1, plan->recv_rows.ptr, h, d_perm_rows, d_perm_w,
+  WEFT_CHECK(weft_moe_gather_sum(ctx, M, h, 1, plan->recv_rows.ptr, h, v->perm_rows, v->perm_w,
                                  plan->dy_perm.ptr, h));
   WEFT_CHECK(weft_moe_row_dot(ctx, M, h, plan->y_perm.ptr, h, NULL, plan->recv_rows.ptr, h,
-                              d_perm_rows, plan->dw_perm.ptr));
+                              v->perm_rows, plan->dw_perm.ptr));
   const weft_moe_experts_shape_t shape = {plan->dims.local_experts, h, f};
   const double t_experts = weft_time_now();
   WEFT_CHECK(weft_moe_experts_backward(
@@ -574,7 +565,7 @@ weft_status_t weft_moe_backward(weft_moe_plan_t *plan, const float *x, const wef
       plan->act.ptr, plan->dy_perm.ptr, plan->dx_perm.ptr, g->w1, g->w3, g->w2, plan->work.ptr));
   if (plan->on_device) WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
   st->bwd_time.experts_s = weft_time_now() - t_experts;
-  WEFT_CHECK(weft_moe_gather_sum(ctx, R, h, r->fan_comb, plan->dx_perm.ptr, h, d_comb_idx, NULL,
+  WEFT_CHECK(weft_moe_gather_sum(ctx, R, h, r->fan_comb, plan->dx_perm.ptr, h, v->comb_idx, NULL,
                                  plan->out_rows.ptr, h));
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
   TIMED(st->bwd_time.payload_s, weft_comm_alltoallv(plan->ep, plan->out_rows.ptr, plan->rcount,
@@ -586,7 +577,7 @@ weft_status_t weft_moe_backward(weft_moe_plan_t *plan, const float *x, const wef
 
   /* Token side: dx = sum of returned rows + dlogits W_r^T;  dW_r += x^T dlogits. */
   WEFT_CHECK(
-      weft_moe_gather_sum(ctx, T, h, r->fan_tok, plan->back_rows.ptr, h, d_tok_rows, NULL, dx, h));
+      weft_moe_gather_sum(ctx, T, h, r->fan_tok, plan->back_rows.ptr, h, v->tok_rows, NULL, dx, h));
   const void *d_coef;
   WEFT_CHECK(dev_upload(plan, &plan->coef, plan->coef_host, (size_t)E * sizeof(float), &d_coef));
   const double Tg = (double)(st->global_tokens > 0 ? st->global_tokens : 1);

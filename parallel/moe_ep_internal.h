@@ -94,7 +94,7 @@ struct weft_moe_plan {
   int64_t step_global_tokens;
   int64_t *counts_micro; /* [E] */
   int64_t *counts_step;  /* [E] */
-  double *psum_host;     /* [E] */
+  float *psum_host;      /* [E] this rank's sum over tokens of p_t,i */
   float *coef_host;      /* [E] per-expert dp coefficient of the LBL */
 
   size_t *scount, *sdispl, *rcount, *rdispl; /* [P] each: the current all-to-all-v layout */
@@ -108,6 +108,11 @@ struct weft_moe_plan {
   } logits, probs, lse, ids, weights, ones, psum, scalar, coef, dweights, dlogits, send_rows,
       back_rows, recv_rows, out_rows, x_perm, a, b, act, y_perm, dy_perm, dx_perm, work, dw_perm,
       send_tok, tok_rows, perm_rows, perm_w, comb_idx, comb_w;
+  /* The forward's index lists as the kernels see them (the host arrays on the CPU device, the
+   * device copies on CUDA), kept for the backward. */
+  struct moe_index_views {
+    const void *send_tok, *tok_rows, *perm_rows, *perm_w, *comb_idx, *comb_w;
+  } view;
   float *dw_host;       /* [M] weight gradients per expert row (host) */
   float *dw_slots_recv; /* [Q_r] in message order, to send back */
   float *dw_slots_sent; /* [Q_s] received back */

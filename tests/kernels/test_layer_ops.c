@@ -52,19 +52,11 @@ static const char *const g_cat_name[C_COUNT] = {"rmsnorm_fwd", "rmsnorm_bwd", "r
                                                 "rope",        "rope_round",  "embedding"};
 static double g_worst[C_COUNT];
 
-static void *xalloc(size_t bytes) {
-  void *p = calloc(bytes ? bytes : 1, 1);
-  if (!p) abort();
-  return p;
-}
+static void *xalloc(size_t bytes) { return kt_xalloc(bytes); }
 #define FALLOC(n) ((float *)xalloc((size_t)(n) * sizeof(float)))
 #define DALLOC(n) ((double *)xalloc((size_t)(n) * sizeof(double)))
 
-static float *rand_floats(size_t n, float scale) {
-  float *p = FALLOC(n);
-  for (size_t i = 0; i < n; i++) p[i] = scale * kt_rand_uniform(&g_rng);
-  return p;
-}
+static float *rand_floats(size_t n, float scale) { return kt_rand_floats(&g_rng, n, scale); }
 
 static float *dup_floats(const float *src, size_t n) {
   float *p = FALLOC(n);

@@ -46,20 +46,12 @@ static const char *const g_cat_name[C_COUNT] = {"router",  "router-fd", "gather"
                                                 "row_dot", "swiglu",    "experts"};
 static double g_worst[C_COUNT];
 
-static void *xalloc(size_t bytes) {
-  void *p = calloc(bytes ? bytes : 1, 1);
-  if (!p) abort();
-  return p;
-}
+static void *xalloc(size_t bytes) { return kt_xalloc(bytes); }
 #define FALLOC(n) ((float *)xalloc((size_t)(n) * sizeof(float)))
 #define DALLOC(n) ((double *)xalloc((size_t)(n) * sizeof(double)))
 #define IALLOC(n) ((int32_t *)xalloc((size_t)(n) * sizeof(int32_t)))
 
-static float *rand_floats(size_t n, float scale) {
-  float *p = FALLOC(n);
-  for (size_t i = 0; i < n; i++) p[i] = scale * kt_rand_uniform(&g_rng);
-  return p;
-}
+static float *rand_floats(size_t n, float scale) { return kt_rand_floats(&g_rng, n, scale); }
 
 static void fill(float *p, size_t n, float v) {
   for (size_t i = 0; i < n; i++) p[i] = v;
