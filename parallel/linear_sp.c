@@ -11,7 +11,10 @@
  *
  * The buffer holds B*H states back to back, so element e of the buffer belongs to state
  * e / (dk*dv) and row (e / dv) % dk, and its decay is gamma[e / dv] with gamma laid out
- * [B,H,dk]: one division per element, valid for any block boundary the All-Scan chooses. */
+ * [B,H,dk]: one division per element, valid for any block boundary the All-Scan chooses.
+ *
+ * Zigzag plans are created here too (the kernels then see batch 2B, tokens n/2: kshape);
+ * their passes, two scans per pass around a turn at rank P-1, are in linear_sp_zigzag.c. */
 #include "weft/linear_sp.h"
 
 #include <math.h>
@@ -73,11 +76,12 @@ void weft_linear_sp_plan_destroy(weft_linear_sp_plan_t *plan) {
   weft_device_free(plan->dev, plan->d_log_gamma);
   weft_device_free(plan->dev, plan->d_ds_out);
   weft_device_free(plan->dev, plan->d_ones);
-  if (plan->staged) {
+  if (plan->staged || plan->zigzag) {
     weft_host_free_pinned(plan->dev, plan->h_local);
     weft_host_free_pinned(plan->dev, plan->h_log_gamma);
     weft_host_free_pinned(plan->dev, plan->h_result);
   }
+  weft_host_free_pinned(plan->dev, plan->h_carry);
   weft_host_free_pinned(plan->dev, plan->h_gamma);
   weft_host_free_pinned(plan->dev, plan->h_pack);
   weft_host_free_pinned(plan->dev, plan->h_all);
@@ -87,7 +91,7 @@ void weft_linear_sp_plan_destroy(weft_linear_sp_plan_t *plan) {
 
 static weft_status_t plan_check_args(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
                                      const weft_gla_shape_t *s, weft_linear_sp_algo_t algo,
-                                     weft_linear_sp_plan_t **plan_p) {
+                                     bool zigzag, weft_linear_sp_plan_t **plan_p) {
   if (!sp || !ctx || !s || !plan_p) {
     WEFT_ERROR("parallel", "linear_sp plan: NULL argument (sp %p, ctx %p, shape %p, plan_p %p)",
                (void *)sp, (void *)ctx, (const void *)s, (void *)plan_p);
@@ -99,6 +103,12 @@ static weft_status_t plan_check_args(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
                "(B, H, dk, dv >= 1; n, chunk >= 0)",
                (long long)s->batch, (long long)s->tokens, (long long)s->heads, (long long)s->dk,
                (long long)s->dv, (long long)s->chunk);
+    return WEFT_ERR_INVALID_ARG;
+  }
+  if (zigzag && s->tokens % 2 != 0) {
+    WEFT_ERROR("parallel",
+               "linear_sp zigzag plan: local tokens %lld must be even (two chunks of c tokens)",
+               (long long)s->tokens);
     return WEFT_ERR_INVALID_ARG;
   }
   if (algo != WEFT_LINEAR_SP_ZECO && algo != WEFT_LINEAR_SP_LASP2 && algo != WEFT_LINEAR_SP_RING) {
@@ -179,11 +189,12 @@ bool linear_sp_use_overlap(const weft_linear_sp_plan_t *plan) {
   return plan->algo == WEFT_LINEAR_SP_ZECO && plan->overlap && plan->can_overlap;
 }
 
-weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
-                                         const weft_gla_shape_t *local_shape,
-                                         weft_linear_sp_algo_t algo, size_t scan_blocks,
-                                         weft_linear_sp_plan_t **plan_p) {
-  WEFT_CHECK(plan_check_args(sp, ctx, local_shape, algo, plan_p));
+/* Both layouts: zigzag plans differ in their kernel shape, their host buffers (piece-major,
+ * never aliases) and h_carry, and have no overlap units. */
+static weft_status_t plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
+                                 const weft_gla_shape_t *local_shape, weft_linear_sp_algo_t algo,
+                                 size_t scan_blocks, bool zigzag, weft_linear_sp_plan_t **plan_p) {
+  WEFT_CHECK(plan_check_args(sp, ctx, local_shape, algo, zigzag, plan_p));
   *plan_p = NULL;
   weft_linear_sp_plan_t *plan = calloc(1, sizeof *plan);
   if (!plan) return WEFT_ERR_NO_MEMORY;
@@ -192,25 +203,34 @@ weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx
   plan->ctx = ctx;
   plan->dev = weft_kernel_ctx_device(ctx);
   plan->shape = *s;
+  plan->shape.layout_heads = s->heads;
+  /* Zigzag: [B, 2c, H, d] is [2B, c, H, d] with batch index 2b + piece, so the kernels run
+   * on both pieces at once with no copy (linear_sp_zigzag.c). */
+  plan->kshape = plan->shape;
+  if (zigzag) {
+    plan->kshape.batch = 2 * s->batch;
+    plan->kshape.tokens = s->tokens / 2;
+  }
+  plan->zigzag = zigzag;
   plan->algo = algo;
   plan->blocks = scan_blocks;
   plan->rank = weft_comm_rank(sp);
   plan->size = weft_comm_size(sp);
-  plan->gamma_count = (size_t)(s->batch * s->heads * s->dk);
+  plan->gamma_count = (size_t)(plan->kshape.batch * s->heads * s->dk);
   plan->state_count = plan->gamma_count * (size_t)s->dv;
   plan->staged = plan->dev->kind != WEFT_DEVICE_CPU;
   plan->overlap = true;
 
   weft_status_t st = WEFT_OK;
-  plan->shape.layout_heads = s->heads;
-  WEFT_CHECK_GOTO(plan_units(plan), st, fail);
+  /* Zigzag plans run one step after another (linear_sp.h, "Zigzag"): no units. */
+  if (!zigzag) WEFT_CHECK_GOTO(plan_units(plan), st, fail);
   /* Decided once: the MPI thread level cannot change while the plan lives. */
   plan->can_overlap = plan->units > 1 && plan->size > 1 && weft_comm_progress_thread_ok();
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->state_count, &plan->d_state), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->gamma_count, &plan->d_log_gamma), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, plan->state_count, &plan->d_ds_out), st, fail);
   WEFT_CHECK_GOTO(plan_alloc_device(plan, (size_t)s->tokens, &plan->d_ones), st, fail);
-  if (plan->staged) {
+  if (plan->staged || zigzag) { /* zigzag: the host copies are piece-major, not aliases */
     WEFT_CHECK_GOTO(plan_alloc_host(plan, plan->state_count, &plan->h_local), st, fail);
     WEFT_CHECK_GOTO(plan_alloc_host(plan, plan->gamma_count, &plan->h_log_gamma), st, fail);
     WEFT_CHECK_GOTO(plan_alloc_host(plan, plan->state_count, &plan->h_result), st, fail);
@@ -219,6 +239,8 @@ weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx
     plan->h_log_gamma = plan->d_log_gamma;
   }
   WEFT_CHECK_GOTO(plan_alloc_host(plan, plan->gamma_count, &plan->h_gamma), st, fail);
+  if (zigzag)
+    WEFT_CHECK_GOTO(plan_alloc_host(plan, plan->state_count / 2, &plan->h_carry), st, fail);
   if (algo == WEFT_LINEAR_SP_LASP2) {
     size_t per = plan->state_count + plan->gamma_count;
     WEFT_CHECK_GOTO(plan_alloc_host(plan, per, &plan->h_pack), st, fail);
@@ -234,6 +256,20 @@ weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx
 fail:
   weft_linear_sp_plan_destroy(plan);
   return st;
+}
+
+weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
+                                         const weft_gla_shape_t *local_shape,
+                                         weft_linear_sp_algo_t algo, size_t scan_blocks,
+                                         weft_linear_sp_plan_t **plan_p) {
+  return plan_create(sp, ctx, local_shape, algo, scan_blocks, false, plan_p);
+}
+
+weft_status_t weft_linear_sp_plan_create_zigzag(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
+                                                const weft_gla_shape_t *local_shape,
+                                                weft_linear_sp_algo_t algo, size_t scan_blocks,
+                                                weft_linear_sp_plan_t **plan_p) {
+  return plan_create(sp, ctx, local_shape, algo, scan_blocks, true, plan_p);
 }
 
 /* ---- the state hand-off --------------------------------------------------------------- */
@@ -260,28 +296,28 @@ static void exp_into(float *dst, const float *log_gamma, size_t n) {
 }
 
 /* Hop by hop, whole state, no pipelining: wait for the predecessor's state, combine, send. */
-static weft_status_t ring_scan(weft_linear_sp_plan_t *plan, bool forward, float *local,
-                               float *result) {
+weft_status_t linear_sp_ring_scan(weft_linear_sp_plan_t *plan, bool forward, size_t n,
+                                  const linear_sp_rows_t *rows, float *local, float *result) {
   int prev = forward ? plan->rank - 1 : plan->rank + 1;
   int next = forward ? plan->rank + 1 : plan->rank - 1;
   bool first = prev < 0 || prev >= plan->size, last = next < 0 || next >= plan->size;
-  size_t n = plan->state_count;
   weft_comm_req_t req;
-  if (first) {
-    memset(result, 0, n * sizeof(float));
-  } else {
+  if (!first) {
     WEFT_CHECK(weft_comm_irecv(plan->comm, result, n, WEFT_DTYPE_F32, prev, LINEAR_SP_RING_TAG,
                                WEFT_MEM_HOST, &req));
     WEFT_CHECK(weft_comm_wait(&req));
   }
-  if (last) return WEFT_OK;
-  /* What leaves the first rank is x_p itself. Elsewhere local becomes what leaves this rank;
-   * the caller no longer needs x_p on non-last ranks. */
-  linear_sp_rows_t rows = plan_rows(plan);
-  if (!first) linear_sp_combine_rows(&rows, 0, n, result, local, local);
-  WEFT_CHECK(weft_comm_isend(plan->comm, local, n, WEFT_DTYPE_F32, next, LINEAR_SP_RING_TAG,
-                             WEFT_MEM_HOST, &req));
-  return weft_comm_wait(&req);
+  if (!last) {
+    /* What leaves the first rank is x_p itself. Elsewhere local becomes what leaves this
+     * rank; the caller no longer needs x_p on non-last ranks. */
+    if (!first) linear_sp_combine_rows(rows, 0, n, result, local, local);
+    WEFT_CHECK(weft_comm_isend(plan->comm, local, n, WEFT_DTYPE_F32, next, LINEAR_SP_RING_TAG,
+                               WEFT_MEM_HOST, &req));
+    WEFT_CHECK(weft_comm_wait(&req));
+  }
+  /* After the send: the zigzag turn passes result == local on the first rank. */
+  if (first) memset(result, 0, n * sizeof(float));
+  return WEFT_OK;
 }
 
 /* One all-gather of (x_q, log_gamma_q) from every rank, then the prefix (forward: ranks
@@ -333,7 +369,10 @@ static weft_status_t hand_off(weft_linear_sp_plan_t *plan, bool forward, float *
                         WEFT_ALLSCAN_EXCLUSIVE, plan->blocks, WEFT_MEM_HOST);
   }
   case WEFT_LINEAR_SP_LASP2: return lasp2_scan(plan, forward, plan->h_local, result);
-  case WEFT_LINEAR_SP_RING: return ring_scan(plan, forward, plan->h_local, result);
+  case WEFT_LINEAR_SP_RING: {
+    linear_sp_rows_t rows = plan_rows(plan);
+    return linear_sp_ring_scan(plan, forward, plan->state_count, &rows, plan->h_local, result);
+  }
   }
   return WEFT_ERR_INTERNAL;
 }
@@ -388,6 +427,7 @@ weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q
     WEFT_ERROR("parallel", "linear_sp forward: NULL s_in");
     return WEFT_ERR_INVALID_ARG;
   }
+  if (plan->zigzag) return linear_sp_zigzag_forward(plan, q, k, v, g, out, s_in, final_state);
   if (linear_sp_use_overlap(plan))
     return linear_sp_forward_overlapped(plan, q, k, v, g, out, s_in, final_state);
   const weft_gla_shape_t *s = &plan->shape;
@@ -414,9 +454,9 @@ weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q
 }
 
 /* log_gamma [B,H,dk] = sum over tokens of g [B,n,H,dk]: per batch entry, ones[1,n] x g_b
- * [n, H*dk]. */
+ * [n, H*dk]. On the kernel shape, so a zigzag plan gets each piece's decay. */
 weft_status_t linear_sp_recompute_log_gamma(weft_linear_sp_plan_t *plan, const float *g) {
-  const weft_gla_shape_t *s = &plan->shape;
+  const weft_gla_shape_t *s = &plan->kshape;
   int64_t row = s->heads * s->dk;
   if (s->tokens == 0)
     return weft_elementwise_fill(plan->ctx, WEFT_DTYPE_F32, (int64_t)plan->gamma_count, 0.0f,
@@ -436,6 +476,7 @@ weft_status_t weft_linear_sp_backward(weft_linear_sp_plan_t *plan, const float *
     WEFT_ERROR("parallel", "linear_sp backward: NULL s_in");
     return WEFT_ERR_INVALID_ARG;
   }
+  if (plan->zigzag) return linear_sp_zigzag_backward(plan, q, k, v, g, dout, s_in, dq, dk, dv, dg);
   if (linear_sp_use_overlap(plan))
     return linear_sp_backward_overlapped(plan, q, k, v, g, dout, s_in, dq, dk, dv, dg);
   const weft_gla_shape_t *s = &plan->shape;

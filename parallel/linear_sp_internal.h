@@ -1,6 +1,7 @@
-/* Private to parallel/linear_sp*.c: the plan and the helpers its two source files share.
+/* Private to parallel/linear_sp*.c: the plan and the helpers its source files share.
  * linear_sp.c holds the plan's life cycle and the one-after-another passes of every
- * algorithm; linear_sp_overlap.c the ZeCO passes whose All-Scan runs behind the compute. */
+ * algorithm; linear_sp_overlap.c the ZeCO passes whose All-Scan runs behind the compute;
+ * linear_sp_zigzag.c the passes of zigzag plans (two pieces per rank). */
 #ifndef WEFT_LINEAR_SP_INTERNAL_H
 #define WEFT_LINEAR_SP_INTERNAL_H
 
@@ -25,12 +26,14 @@ struct weft_linear_sp_plan {
   weft_comm_t *comm;
   weft_kernel_ctx_t *ctx;
   const weft_device_t *dev;
-  weft_gla_shape_t shape;
+  weft_gla_shape_t shape;  /* as created: [B, n] per rank */
+  weft_gla_shape_t kshape; /* what the kernels run on: shape, or [2B, n/2] for zigzag */
+  bool zigzag;             /* two pieces per rank (weft_linear_sp_plan_create_zigzag) */
   weft_linear_sp_algo_t algo;
   size_t blocks;
   int rank, size;
-  size_t state_count; /* B*H*dk*dv */
-  size_t gamma_count; /* B*H*dk */
+  size_t state_count; /* B*H*dk*dv (zigzag: 2*B*H*dk*dv, both pieces) */
+  size_t gamma_count; /* B*H*dk (zigzag: 2*B*H*dk) */
   bool staged;        /* CUDA: states go through pinned host buffers */
   bool overlap;       /* zeco: scan behind the compute (weft_linear_sp_plan_set_overlap) */
   bool can_overlap;   /* several units and ranks, and MPI lets a progress thread communicate */
@@ -44,11 +47,13 @@ struct weft_linear_sp_plan {
   float *d_ds_out;    /* [B,H,dk,dv] backward: gradient of the state leaving this rank */
   float *d_ones;      /* [n] ones: log_gamma = ones^T g, a batched GEMM */
 
-  /* Host views. Staged: pinned buffers; CPU: h_local and h_log_gamma alias d_state and
-   * d_log_gamma, and h_result is NULL (the scan writes the caller's buffer directly). */
+  /* Host views. Staged or zigzag: pinned buffers; CPU contiguous: h_local and h_log_gamma
+   * alias d_state and d_log_gamma, and h_result is NULL (the scan writes the caller's buffer
+   * directly). Zigzag plans hold them piece-major, [2,B,...] (linear_sp_zigzag.c). */
   float *h_local;     /* [B,H,dk,dv] */
   float *h_log_gamma; /* [B,H,dk] */
-  float *h_result;    /* [B,H,dk,dv] staged only */
+  float *h_result;    /* [B,H,dk,dv] staged or zigzag only */
+  float *h_carry;     /* zigzag: [B,H,dk,dv] what rank P-1 hands from one piece to the other */
   float *h_gamma;     /* [B,H,dk] exp(log_gamma) of this rank */
   float *h_pack;      /* lasp2: [state_count + gamma_count] this rank's (x_p, log_gamma) */
   float *h_all;       /* lasp2: [P, state_count + gamma_count] every rank's */
@@ -69,6 +74,12 @@ void linear_sp_combine_rows(const linear_sp_rows_t *rows, size_t offset, size_t 
 weft_status_t linear_sp_allscan_combine(void *user, size_t offset, size_t len, const void *incoming,
                                         const void *local, void *result);
 
+/* The hop-by-hop exclusive scan of `count` host elements (RING): receive from the
+ * predecessor, combine, send on. Overwrites local on middle ranks; on the first rank of the
+ * scan result may alias local (its zero result is written after the send). */
+weft_status_t linear_sp_ring_scan(weft_linear_sp_plan_t *plan, bool forward, size_t count,
+                                  const linear_sp_rows_t *rows, float *local, float *result);
+
 /* Device <-> host copies of plan buffers; no-ops where the two alias (the CPU device). */
 weft_status_t linear_sp_stage_down(weft_linear_sp_plan_t *plan, float *host, const float *dev,
                                    size_t count);
@@ -80,7 +91,8 @@ weft_status_t linear_sp_stage_up(weft_linear_sp_plan_t *plan, float *dev, const 
 weft_status_t linear_sp_stage_contribution(weft_linear_sp_plan_t *plan, size_t off, size_t count,
                                            size_t goff, size_t gcount);
 
-/* d_log_gamma = the sum of g over this rank's tokens (one batched GEMM). */
+/* d_log_gamma = the sum of g over the tokens of each kernel batch entry (kshape: for zigzag
+ * each piece separately), one batched GEMM. */
 weft_status_t linear_sp_recompute_log_gamma(weft_linear_sp_plan_t *plan, const float *g);
 
 /* true when a zeco pass should use the overlapped path: asked for (plan->overlap) and
@@ -96,5 +108,15 @@ weft_status_t linear_sp_backward_overlapped(weft_linear_sp_plan_t *plan, const f
                                             const float *k, const float *v, const float *g,
                                             const float *dout, const float *s_in, float *dq,
                                             float *dk, float *dv, float *dg);
+
+/* linear_sp_zigzag.c: the passes of a zigzag plan; arguments as weft_linear_sp_forward /
+ * _backward, already checked. */
+weft_status_t linear_sp_zigzag_forward(weft_linear_sp_plan_t *plan, const float *q, const float *k,
+                                       const float *v, const float *g, float *out, float *s_in,
+                                       float *final_state);
+weft_status_t linear_sp_zigzag_backward(weft_linear_sp_plan_t *plan, const float *q, const float *k,
+                                        const float *v, const float *g, const float *dout,
+                                        const float *s_in, float *dq, float *dk, float *dv,
+                                        float *dg);
 
 #endif /* WEFT_LINEAR_SP_INTERNAL_H */

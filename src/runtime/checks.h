@@ -15,4 +15,8 @@ int weft_check_attention(int argc, char **argv);
  * process exit code. */
 int weft_check_moe(int argc, char **argv);
 
+/* `weft check model` (check_model.c): one training step's loss and gradients of the whole
+ * model. argv[0] is "model". Returns a process exit code. */
+int weft_check_model(int argc, char **argv);
+
 #endif /* WEFT_RUNTIME_CHECKS_H */

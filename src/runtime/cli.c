@@ -123,6 +123,25 @@ weft_status_t weft_cli_parse(const weft_cli_command_t *command, const weft_cli_f
   return WEFT_OK;
 }
 
+weft_status_t weft_cli_set_flag(const weft_cli_command_t *command, const weft_cli_flag_t *flags,
+                                size_t flag_count, const char *name, const char *value) {
+  for (size_t i = 0; i < flag_count; i++) {
+    if (strcmp(flags[i].name, name) != 0) continue;
+    if (flags[i].type == WEFT_CLI_BOOL) {
+      if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0) {
+        fprintf(stderr, "weft %s: %s expects true or false, got '%s'\n", command->name, name,
+                value);
+        return WEFT_ERR_INVALID_ARG;
+      }
+      *(bool *)flags[i].dest = strcmp(value, "true") == 0;
+      return WEFT_OK;
+    }
+    return set_value(command, &flags[i], value);
+  }
+  fprintf(stderr, "weft %s: unknown setting '%s'\n", command->name, name);
+  return WEFT_ERR_INVALID_ARG;
+}
+
 void weft_cli_print_help(const weft_cli_command_t *command, const weft_cli_flag_t *flags,
                          size_t flag_count) {
   printf("usage: weft %s %s\n\n%s\n\n", command->name, command->usage, command->summary);

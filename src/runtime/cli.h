@@ -46,6 +46,11 @@ typedef struct weft_cli_command {
  * arguments are refused (no command takes any yet). */
 weft_status_t weft_cli_parse(const weft_cli_command_t *command, const weft_cli_flag_t *flags,
                              size_t flag_count, int argc, char **argv, bool *help_p);
+/* Sets the flag with long name `name` from `value` as if given on the command line (booleans
+ * take "true" or "false"; a string value is kept by pointer). Prints the problem and returns
+ * WEFT_ERR_INVALID_ARG for an unknown name or a malformed value. For configuration files. */
+weft_status_t weft_cli_set_flag(const weft_cli_command_t *command, const weft_cli_flag_t *flags,
+                                size_t flag_count, const char *name, const char *value);
 void weft_cli_print_help(const weft_cli_command_t *command, const weft_cli_flag_t *flags,
                          size_t flag_count);
 
@@ -57,6 +62,8 @@ int weft_cmd_info(int argc, char **argv);
 int weft_cmd_env(int argc, char **argv);
 int weft_cmd_bench(int argc, char **argv);
 int weft_cmd_check(int argc, char **argv);
+int weft_cmd_train(int argc, char **argv);
+int weft_cmd_eval(int argc, char **argv);
 
 const weft_cli_command_t *weft_cli_find(const char *name);
 

@@ -5,14 +5,17 @@
 #include "cli.h"
 
 static const weft_cli_command_t k_commands[] = {
+    {"train", "Train the model (docs/model.md) with data, sequence and expert parallelism.",
+     "[flags] (see docs/training.md)", weft_cmd_train},
+    {"eval", "Validation loss of saved parameters (--params FILE.h5).", "[flags]", weft_cmd_eval},
     {"info", "Print each rank's host, local rank, device, transports and mesh.",
      "[--device auto|cpu|cuda] [--dp N --sp N --ep N --ulysses N]", weft_cmd_info},
     {"env", "List every WEFT_* environment variable with its value, default and help.", "",
      weft_cmd_env},
-    {"bench", "Run a benchmark: `weft bench comm` (collectives), `weft bench linear`.",
-     "comm|linear [flags]", weft_cmd_bench},
-    {"check", "Check an algorithm against file inputs: `weft check linear-attention`.",
-     "linear-attention [flags]", weft_cmd_check},
+    {"bench", "Run a benchmark: `weft bench comm|linear|attention|moe`.",
+     "comm|linear|attention|moe [flags]", weft_cmd_bench},
+    {"check", "Check an algorithm against file inputs: `weft check attention|moe|model|...`.",
+     "linear-attention|attention|moe|model [flags]", weft_cmd_check},
 };
 #define COMMAND_COUNT (sizeof k_commands / sizeof k_commands[0])
 

@@ -19,7 +19,13 @@
  * leave the kernel context's workspace the same size (no growth after the first call). For
  * zeco the first pass runs the All-Scan behind the compute (weft_linear_sp_plan_set_overlap,
  * the default) and the second one after it, so the two paths must agree bitwise; the cases
- * give 1 to 4 units (head groups for B < 4, batch ranges for B = 5, one unit for B = H = 1). */
+ * give 1 to 4 units (head groups for B < 4, batch ranges for B = 5, one unit for B = H = 1).
+ *
+ * Zigzag plans (weft_linear_sp_plan_create_zigzag): the global sequence is N = 2Pc tokens and
+ * rank r holds chunks r and 2P-1-r, each batch row of its tensors being chunk r then chunk
+ * 2P-1-r; every piece is compared with the same natural-order reference, s_in per piece, the
+ * final state on rank 0. Bytes: zeco and ring one [B,H,dk,dv] state to each neighbour (r+1
+ * and r-1, where they exist) per pass, lasp2 both pieces' states and decays to every peer. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -255,9 +261,13 @@ static void snapshot(weft_comm_t *comm, weft_comm_peer_bytes_t *dst) {
 
 /* Checks the bytes exchanged with every peer between two snapshots. */
 static void check_bytes(const char *label, const char *pass, weft_comm_t *comm,
-                        weft_linear_sp_algo_t algo, bool forward, size_t state_bytes,
+                        weft_linear_sp_algo_t algo, bool forward, bool zigzag, size_t state_bytes,
                         size_t gamma_bytes, const weft_comm_peer_bytes_t *before) {
   int rank = weft_comm_rank(comm), size = weft_comm_size(comm);
+  if (zigzag) { /* lasp2 gathers both pieces */
+    state_bytes *= algo == WEFT_LINEAR_SP_LASP2 ? 2 : 1;
+    gamma_bytes *= 2;
+  }
   const weft_comm_peer_bytes_t *after = weft_comm_total_bytes(comm);
   int next = forward ? rank + 1 : rank - 1, prev = forward ? rank - 1 : rank + 1;
   uint64_t recv_total = 0;
@@ -267,6 +277,8 @@ static void check_bytes(const char *label, const char *pass, weft_comm_t *comm,
     uint64_t want_sent, want_recv;
     if (algo == WEFT_LINEAR_SP_LASP2) {
       want_sent = want_recv = r == rank ? 0 : state_bytes + gamma_bytes;
+    } else if (zigzag) { /* a scan each way, whichever the pass */
+      want_sent = want_recv = r == rank - 1 || r == rank + 1 ? state_bytes : 0;
     } else {
       want_sent = r == next ? state_bytes : 0;
       want_recv = r == prev ? state_bytes : 0;
@@ -334,11 +346,13 @@ static void run_case(weft_comm_t *comm, weft_kernel_ctx_t *ctx, const test_case_
         weft_linear_sp_plan_set_overlap(plan, iter == 0);
         snapshot(comm, before);
         WT_CHECK_OK(weft_linear_sp_forward(plan, L.q, L.k, L.v, L.g, L.out, L.s_in, L.fs));
-        check_bytes(label, "forward", comm, algos[a], true, state_bytes, gamma_bytes, before);
+        check_bytes(label, "forward", comm, algos[a], true, false, state_bytes, gamma_bytes,
+                    before);
         snapshot(comm, before);
         WT_CHECK_OK(weft_linear_sp_backward(plan, L.q, L.k, L.v, L.g, L.dout, L.s_in, L.dq, L.dk,
                                             L.dv, L.dg));
-        check_bytes(label, "backward", comm, algos[a], false, state_bytes, gamma_bytes, before);
+        check_bytes(label, "backward", comm, algos[a], false, false, state_bytes, gamma_bytes,
+                    before);
         if (iter == 0) {
           compare("out", label, c, c->dv, L.out, p.out, start, n, 0);
           compare_state("s_in", label, &p, start, L.s_in);
@@ -376,6 +390,132 @@ static void run_case(weft_comm_t *comm, weft_kernel_ctx_t *ctx, const test_case_
   problem_cleanup(&p);
 }
 
+/* ---- zigzag layout ---------------------------------------------------------------------- */
+
+typedef struct zigzag_case {
+  int64_t batch, piece, heads, dk, dv, chunk; /* piece: c tokens per chunk */
+  g_mode_t g_mode;
+} zigzag_case_t;
+
+/* Per batch row, n tokens from token src_t of a [B, src_n, row] tensor to token dst_t of a
+ * [B, dst_n, row] tensor. */
+static void copy_tokens(int64_t batch, size_t row, const float *src, int64_t src_n, int64_t src_t,
+                        float *dst, int64_t dst_n, int64_t dst_t, int64_t n) {
+  for (int64_t b = 0; b < batch; b++)
+    memcpy(dst + (size_t)(b * dst_n + dst_t) * row, src + (size_t)(b * src_n + src_t) * row,
+           (size_t)n * row * sizeof(float));
+}
+
+/* Compares piece p (tokens [p*c, p*c + c) of each row of a local [B, 2c, H, d] tensor) with
+ * the reference's tokens [start, start + c). */
+static void compare_piece(const char *what, int piece, const char *label, const test_case_t *tc,
+                          int64_t d, const float *got, const double *ref, int64_t start, int64_t c,
+                          double floor_scale, float *tmp) {
+  size_t row = (size_t)(tc->heads * d);
+  copy_tokens(tc->batch, row, got, 2 * c, piece * c, tmp, c, 0, c);
+  char name[64];
+  snprintf(name, sizeof name, "%s (piece %d)", what, piece);
+  compare(name, label, tc, d, tmp, ref, start, c, floor_scale);
+}
+
+static void run_zigzag_case(weft_comm_t *comm, weft_kernel_ctx_t *ctx, const zigzag_case_t *z) {
+  int rank = weft_comm_rank(comm), size = weft_comm_size(comm);
+  const int64_t c = z->piece, n = 2 * c;
+  const test_case_t tc = {z->batch, 2 * size * c, z->heads, z->dk, z->dv, z->chunk, z->g_mode};
+  problem_t p;
+  problem_init(&p, &tc);
+  const int64_t start[2] = {rank * c, (2 * size - 1 - rank) * c}; /* chunks r and 2P-1-r */
+  size_t nk = (size_t)(tc.batch * n * tc.heads * tc.dk),
+         nv = (size_t)(tc.batch * n * tc.heads * tc.dv);
+  size_t ns = (size_t)(tc.batch * tc.heads * tc.dk * tc.dv); /* one piece's states */
+  local_bufs_t L = {alloc_f(nk), alloc_f(nk), alloc_f(nv),     alloc_f(nk),
+                    alloc_f(nv), alloc_f(nv), alloc_f(2 * ns), alloc_f(ns),
+                    alloc_f(nk), alloc_f(nk), alloc_f(nv),     alloc_f(nk)};
+  size_t ntmp = nk > nv ? nk : nv; /* one piece of a tensor, or one piece's states */
+  float *tmp = alloc_f(ntmp > ns ? ntmp : ns), *first = alloc_f(nv + 3 * nk + 2 * ns);
+  size_t rk = (size_t)(tc.heads * tc.dk), rv = (size_t)(tc.heads * tc.dv);
+  for (int piece = 0; piece < 2; piece++) {
+    int64_t N = tc.tokens, at = piece * c;
+    copy_tokens(tc.batch, rk, p.q, N, start[piece], L.q, n, at, c);
+    copy_tokens(tc.batch, rk, p.k, N, start[piece], L.k, n, at, c);
+    copy_tokens(tc.batch, rk, p.g, N, start[piece], L.g, n, at, c);
+    copy_tokens(tc.batch, rv, p.v, N, start[piece], L.v, n, at, c);
+    copy_tokens(tc.batch, rv, p.dout, N, start[piece], L.dout, n, at, c);
+  }
+  weft_gla_shape_t shape = {.batch = tc.batch,
+                            .tokens = n,
+                            .heads = tc.heads,
+                            .dk = tc.dk,
+                            .dv = tc.dv,
+                            .chunk = tc.chunk,
+                            .scale = p.scale};
+  weft_comm_peer_bytes_t *before = calloc((size_t)size, sizeof *before);
+  size_t state_bytes = ns * sizeof(float), gamma_bytes = (size_t)(tc.batch * tc.heads * tc.dk) * 4;
+  double dg_floor = dg_scale(&p);
+
+  static const weft_linear_sp_algo_t algos[] = {WEFT_LINEAR_SP_ZECO, WEFT_LINEAR_SP_LASP2,
+                                                WEFT_LINEAR_SP_RING};
+  for (size_t a = 0; a < sizeof algos / sizeof algos[0]; a++) {
+    char label[160];
+    snprintf(label, sizeof label, "P=%d zigzag %s B=%lld c=%lld H=%lld dk=%lld dv=%lld C=%lld g=%s",
+             size, weft_linear_sp_algo_name(algos[a]), (long long)tc.batch, (long long)c,
+             (long long)tc.heads, (long long)tc.dk, (long long)tc.dv, (long long)tc.chunk,
+             k_g_names[tc.g_mode]);
+    weft_linear_sp_plan_t *plan = NULL;
+    WT_CHECK_OK(weft_linear_sp_plan_create_zigzag(comm, ctx, &shape, algos[a], 3, &plan));
+    if (!plan) continue;
+    WT_CHECK(weft_linear_sp_plan_shape(plan)->tokens == n, "%s: plan shape tokens", label);
+    size_t ws = 0;
+    for (int iter = 0; iter < 2; iter++) {
+      weft_linear_sp_plan_set_overlap(plan, iter == 0); /* no effect on zigzag plans */
+      snapshot(comm, before);
+      WT_CHECK_OK(weft_linear_sp_forward(plan, L.q, L.k, L.v, L.g, L.out, L.s_in, L.fs));
+      check_bytes(label, "forward", comm, algos[a], true, true, state_bytes, gamma_bytes, before);
+      snapshot(comm, before);
+      WT_CHECK_OK(weft_linear_sp_backward(plan, L.q, L.k, L.v, L.g, L.dout, L.s_in, L.dq, L.dk,
+                                          L.dv, L.dg));
+      check_bytes(label, "backward", comm, algos[a], false, true, state_bytes, gamma_bytes, before);
+      float *keep[] = {L.out, L.dq, L.dk, L.dg, L.s_in};
+      size_t count[] = {nv, nk, nk, nk, 2 * ns};
+      if (iter == 0) {
+        for (int piece = 0; piece < 2; piece++) {
+          compare_piece("out", piece, label, &tc, tc.dv, L.out, p.out, start[piece], c, 0, tmp);
+          compare_piece("dq", piece, label, &tc, tc.dk, L.dq, p.dq, start[piece], c, 0, tmp);
+          compare_piece("dk", piece, label, &tc, tc.dk, L.dk, p.dk, start[piece], c, 0, tmp);
+          compare_piece("dv", piece, label, &tc, tc.dv, L.dv, p.dv, start[piece], c, 0, tmp);
+          compare_piece("dg", piece, label, &tc, tc.dk, L.dg, p.dg, start[piece], c, dg_floor, tmp);
+          /* s_in [B,2,H,dk,dv]: this piece's [H,dk,dv] of each batch row. */
+          size_t per = ns / (size_t)tc.batch;
+          for (int64_t b = 0; b < tc.batch; b++)
+            memcpy(tmp + (size_t)b * per, L.s_in + (size_t)(2 * b + piece) * per,
+                   per * sizeof(float));
+          compare_state(piece ? "s_in (piece 1)" : "s_in (piece 0)", label, &p, start[piece], tmp);
+        }
+        if (rank == 0) compare_state("final_state", label, &p, tc.tokens, L.fs);
+        float *f = first;
+        for (size_t i = 0; i < 5; f += count[i], i++) memcpy(f, keep[i], count[i] * sizeof(float));
+        ws = weft_kernel_ctx_workspace_bytes(ctx);
+      } else {
+        bool same = true;
+        const float *f = first;
+        for (size_t i = 0; i < 5; f += count[i], i++)
+          same = same && memcmp(f, keep[i], count[i] * sizeof(float)) == 0;
+        WT_CHECK(same, "%s: a reused plan gave different results", label);
+        WT_CHECK(weft_kernel_ctx_workspace_bytes(ctx) == ws,
+                 "%s: kernel workspace grew on reuse (%zu -> %zu bytes)", label, ws,
+                 weft_kernel_ctx_workspace_bytes(ctx));
+      }
+    }
+    weft_linear_sp_plan_destroy(plan);
+  }
+  free(before);
+  free(tmp);
+  free(first);
+  float **all = (float **)&L;
+  for (size_t i = 0; i < sizeof L / sizeof(float *); i++) free(all[i]);
+  problem_cleanup(&p);
+}
+
 static void check_invalid(weft_comm_t *comm, weft_kernel_ctx_t *ctx) {
   weft_linear_sp_plan_t *plan = NULL;
   weft_gla_shape_t bad = {.batch = 1, .tokens = -1, .heads = 1, .dk = 4, .dv = 4, .scale = 0.5f};
@@ -385,6 +525,11 @@ static void check_invalid(weft_comm_t *comm, weft_kernel_ctx_t *ctx) {
   weft_gla_shape_t ok = {.batch = 1, .tokens = 2, .heads = 1, .dk = 4, .dv = 4, .scale = 0.5f};
   WT_CHECK_STATUS(weft_linear_sp_plan_create(comm, ctx, &ok, (weft_linear_sp_algo_t)7, 0, &plan),
                   WEFT_ERR_INVALID_ARG);
+  weft_gla_shape_t odd = ok;
+  odd.tokens = 5; /* zigzag: two chunks of c tokens */
+  WT_CHECK_STATUS(weft_linear_sp_plan_create_zigzag(comm, ctx, &odd, WEFT_LINEAR_SP_ZECO, 0, &plan),
+                  WEFT_ERR_INVALID_ARG);
+  WT_CHECK(plan == NULL, "no zigzag plan from odd tokens");
   weft_linear_sp_algo_t algo;
   WT_CHECK_STATUS(weft_linear_sp_algo_parse("lasp3", &algo), WEFT_ERR_INVALID_ARG);
   WT_CHECK_OK(weft_linear_sp_algo_parse("lasp2", &algo));
@@ -414,6 +559,16 @@ int main(int argc, char **argv) {
       {5, 23, 2, 4, 6, 4, G_RANDOM},        {1, 29, 5, 4, 4, 4, G_MIXED},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(world, ctx, &cases[i]);
+  /* Zigzag: c = 5, 6, 7 against kernel chunk 4 (partial chunks in both pieces), c = 1, c
+   * smaller than the default chunk, c = 0 (no tokens anywhere), B and H above 1. */
+  const zigzag_case_t zigzag_cases[] = {
+      {2, 5, 2, 8, 6, 4, G_RANDOM},    {1, 7, 3, 5, 7, 4, G_RANDOM},
+      {2, 5, 2, 8, 6, 4, G_ZERO},      {2, 6, 2, 6, 8, 4, G_VERY_NEGATIVE},
+      {3, 5, 2, 4, 6, 4, G_MIXED},     {1, 1, 1, 4, 4, 0, G_RANDOM},
+      {1, 16, 1, 16, 16, 0, G_RANDOM}, {1, 0, 2, 4, 4, 4, G_RANDOM},
+  };
+  for (size_t i = 0; i < sizeof zigzag_cases / sizeof zigzag_cases[0]; i++)
+    run_zigzag_case(world, ctx, &zigzag_cases[i]);
   check_invalid(world, ctx);
 
   weft_kernel_ctx_destroy(ctx);

@@ -34,6 +34,26 @@
  * units and two ranks and MPI grants MPI_THREAD_SERIALIZED or more; lasp2 and ring never
  * overlap (they are the baselines).
  *
+ * Zigzag (weft_linear_sp_plan_create_zigzag): the layout softmax attention uses for causal
+ * balance (docs/model.md). The sequence is cut into 2P chunks of c tokens and rank r holds
+ * chunks r and 2P-1-r, each batch row of its [B, 2c, H, d] tensors being chunk r then chunk
+ * 2P-1-r (its two "pieces"). The kernels run on that memory as [2B, c, H, d] (batch index
+ * 2b + piece), so no activation is copied (the states are reordered piece-major on their
+ * way to the host, on the CPU device too). The state runs along chunk order 0..2P-1, i.e. through
+ * the first pieces of ranks 0..P-1 and then the second pieces of ranks P-1..0 (rank P-1
+ * hands its first piece's end state to its second piece locally); the state gradient runs
+ * the other way. Per pass (forward or backward), with S = B*H*dk*dv*4 bytes and
+ * G = B*H*dk*4 bytes:
+ *   ZECO   an All-Scan of the first-visited pieces (forward) and one of the other pieces
+ *          (reverse): rank r sends S to r+1 (r < P-1) and S to r-1 (r > 0), and receives
+ *          the same from each neighbour; latency about 2 tau(S) (1 + (P-1)/K).
+ *   LASP2  one all-gather of both pieces' (S_local, log Gamma): rank r sends 2(S + G) to
+ *          each other rank and receives 2(S + G) from each, (P-1) 2(S + G) in all.
+ *   RING   the same messages as ZECO, hop by hop: 2(P-1) sequential hops of tau(S).
+ * Zigzag plans never overlap the hand-off with the compute (weft_linear_sp_plan_set_overlap
+ * has no effect on them): each unit of the overlapped passes would need both scans and the
+ * turn at rank P-1; left undone until a measurement asks for it.
+ *
  * Rejected: keeping log Gamma from the forward inside the plan for the backward (the backward
  * would then silently depend on the last forward call's inputs); it is recomputed from g by one
  * batched GEMM with a ones vector (sum over tokens), which costs one pass over g. */
@@ -77,10 +97,26 @@ weft_status_t weft_linear_sp_plan_create(weft_comm_t *sp, weft_kernel_ctx_t *ctx
                                          const weft_gla_shape_t *local_shape,
                                          weft_linear_sp_algo_t algo, size_t scan_blocks,
                                          weft_linear_sp_plan_t **plan_p);
+
+/* Creates a zigzag plan (see "Zigzag" above). Not collective; every rank of `sp` creates one
+ * with the same algorithm and the same local shape.
+ * [in] sp, ctx, algo, scan_blocks: as for weft_linear_sp_plan_create; rank r holds chunks r
+ *      and 2P-1-r of 2P.
+ * [in] local_shape: B, H, dk, dv, chunk, scale as for the kernels; tokens = n = 2c, the two
+ *      pieces of c tokens, the same on every rank (0 allowed). Copied.
+ * [out] plan_p: destroy with weft_linear_sp_plan_destroy. Forward and backward take the same
+ *      tensors as a contiguous plan, except s_in, which is [B,2,H,dk,dv] (the state entering
+ *      each piece), and final_state, which is written by rank 0 (it holds the last chunk).
+ * Errors: those of weft_linear_sp_plan_create, and WEFT_ERR_INVALID_ARG for odd tokens. */
+weft_status_t weft_linear_sp_plan_create_zigzag(weft_comm_t *sp, weft_kernel_ctx_t *ctx,
+                                                const weft_gla_shape_t *local_shape,
+                                                weft_linear_sp_algo_t algo, size_t scan_blocks,
+                                                weft_linear_sp_plan_t **plan_p);
 void weft_linear_sp_plan_destroy(weft_linear_sp_plan_t *plan);
 
 /* zeco only: run the All-Scan behind the compute (the default, true) or after it (false, for
- * measuring what the overlap hides). Every rank of the communicator must choose the same. */
+ * measuring what the overlap hides). Every rank of the communicator must choose the same.
+ * No effect on zigzag plans, which never overlap. */
 void weft_linear_sp_plan_set_overlap(weft_linear_sp_plan_t *plan, bool overlap);
 
 /* Where the state hand-off's time went, summed over forward and backward calls since creation
@@ -95,16 +131,19 @@ typedef struct weft_linear_sp_stats {
 weft_linear_sp_stats_t weft_linear_sp_plan_stats(const weft_linear_sp_plan_t *plan);
 void weft_linear_sp_plan_stats_reset(weft_linear_sp_plan_t *plan);
 
+/* The local shape the plan was created with (zigzag: tokens = 2c, both pieces). */
 const weft_gla_shape_t *weft_linear_sp_plan_shape(const weft_linear_sp_plan_t *plan);
 weft_linear_sp_algo_t weft_linear_sp_plan_algo(const weft_linear_sp_plan_t *plan);
 
 /* Forward. Collective over the plan's communicator.
  * [in]  q, k, g [B,n,H,dk]; v [B,n,H,dv]: this rank's tokens (g <= 0)
  * [out] out [B,n,H,dv]: outputs of this rank's tokens, including the previous ranks' history
- * [out] s_in [B,H,dk,dv]: the state entering this rank (zero on rank 0); keep it for backward
+ * [out] s_in [B,H,dk,dv]: the state entering this rank (zero on rank 0); keep it for backward.
+ *       Zigzag: [B,2,H,dk,dv], the state entering each of the rank's two pieces.
  * [out] final_state [B,H,dk,dv] or NULL: the state after the whole sequence. Written on the
- *       LAST rank of the communicator only; other ranks leave it untouched (broadcasting it
- *       would cost every algorithm one more state on the wire).
+ *       LAST rank of the communicator only (zigzag: on rank 0, which holds the last chunk);
+ *       other ranks leave it untouched (broadcasting it would cost every algorithm one more
+ *       state on the wire).
  * On return the results are complete (the context's stream has been synchronised). */
 weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q, const float *k,
                                      const float *v, const float *g, float *out, float *s_in,
@@ -112,6 +151,7 @@ weft_status_t weft_linear_sp_forward(weft_linear_sp_plan_t *plan, const float *q
 
 /* Backward of L = sum <dout, out> (the final state does not feed the loss). Collective.
  * [in]  q, k, g [B,n,H,dk]; v, dout [B,n,H,dv]; s_in [B,H,dk,dv] from the forward
+ *       (zigzag: [B,2,H,dk,dv])
  * [out] dq, dk, dg [B,n,H,dk]; dv [B,n,H,dv] */
 weft_status_t weft_linear_sp_backward(weft_linear_sp_plan_t *plan, const float *q, const float *k,
                                       const float *v, const float *g, const float *dout,

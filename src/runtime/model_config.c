@@ -1,0 +1,117 @@
+/* Model configuration: the layer patterns and the checks every rank makes before start-up. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+#define FAIL(...)                           \
+  do {                                      \
+    if (err) {                              \
+      snprintf(err, err_size, __VA_ARGS__); \
+    }                                       \
+    return WEFT_ERR_INVALID_ARG;            \
+  } while (0)
+
+weft_status_t weft_model_config_set_layers(weft_model_config_t *cfg, const char *layers_text,
+                                           const char *moe_text, char *err, size_t err_size) {
+  if (!layers_text || !*layers_text) {
+    FAIL("--layers is empty");
+  }
+  char *end = NULL;
+  const long count = strtol(layers_text, &end, 10);
+  if (isdigit((unsigned char)layers_text[0]) && end && *end == '\0') {
+    if (count < 1 || count > WEFT_MODEL_MAX_LAYERS) {
+      FAIL("--layers %ld: need 1..%d layers", count, WEFT_MODEL_MAX_LAYERS);
+    }
+    memset(cfg->pattern, 'S', (size_t)count);
+    cfg->pattern[count] = '\0';
+  } else {
+    const size_t len = strlen(layers_text);
+    if (len > WEFT_MODEL_MAX_LAYERS) {
+      FAIL("--layers '%s': at most %d layers", layers_text, WEFT_MODEL_MAX_LAYERS);
+    }
+    for (size_t i = 0; i < len; i++) {
+      const char c = (char)toupper((unsigned char)layers_text[i]);
+      if (c != 'S' && c != 'L') {
+        FAIL(
+            "--layers '%s': letter %zu is '%c'; use S (softmax) or L (linear attention) or a "
+            "number of softmax layers",
+            layers_text, i + 1, layers_text[i]);
+      }
+      cfg->pattern[i] = c;
+    }
+    cfg->pattern[len] = '\0';
+  }
+  cfg->layers = (int)strlen(cfg->pattern);
+  if (!moe_text || !*moe_text) {
+    memset(cfg->moe_pattern, cfg->experts > 0 ? 'M' : 'D', (size_t)cfg->layers);
+    cfg->moe_pattern[cfg->layers] = '\0';
+    return WEFT_OK;
+  }
+  if (strlen(moe_text) != (size_t)cfg->layers) {
+    FAIL("--moe-layers '%s' has %zu letters for %d layers", moe_text, strlen(moe_text),
+         cfg->layers);
+  }
+  for (int i = 0; i < cfg->layers; i++) {
+    const char c = (char)toupper((unsigned char)moe_text[i]);
+    if (c != 'M' && c != 'D') {
+      FAIL("--moe-layers '%s': letter %d is '%c'; use M (MoE) or D (dense)", moe_text, i + 1,
+           moe_text[i]);
+    }
+    cfg->moe_pattern[i] = c;
+  }
+  cfg->moe_pattern[cfg->layers] = '\0';
+  return WEFT_OK;
+}
+
+weft_status_t weft_model_config_check(const weft_model_config_t *cfg, int sp, int ep, char *err,
+                                      size_t err_size) {
+  if (cfg->dim < 2 || cfg->heads < 1 || cfg->kv_heads < 1 || cfg->ffn < 1) {
+    FAIL("--dim %lld, --heads %lld, --kv-heads %lld and --ffn-dim %lld must be positive",
+         (long long)cfg->dim, (long long)cfg->heads, (long long)cfg->kv_heads, (long long)cfg->ffn);
+  }
+  if (cfg->dim % cfg->heads != 0) {
+    FAIL("--dim %lld is not divisible by --heads %lld", (long long)cfg->dim, (long long)cfg->heads);
+  }
+  if ((cfg->dim / cfg->heads) % 2 != 0) {
+    FAIL("head width --dim / --heads = %lld must be even (RoPE rotates pairs)",
+         (long long)(cfg->dim / cfg->heads));
+  }
+  if (cfg->heads % cfg->kv_heads != 0) {
+    FAIL("--heads %lld is not divisible by --kv-heads %lld", (long long)cfg->heads,
+         (long long)cfg->kv_heads);
+  }
+  if (cfg->layers < 1 || (size_t)cfg->layers != strlen(cfg->pattern)) {
+    FAIL("no layers (--layers)");
+  }
+  bool any_moe = false;
+  for (int l = 0; l < cfg->layers; l++) {
+    any_moe |= cfg->moe_pattern[l] == 'M';
+  }
+  if (cfg->experts < 0) {
+    FAIL("--experts %lld is negative", (long long)cfg->experts);
+  }
+  if (any_moe && cfg->experts == 0) {
+    FAIL("--moe-layers asks for MoE layers but --experts is 0");
+  }
+  if (any_moe) {
+    if (cfg->topk < 1 || cfg->topk > cfg->experts) {
+      FAIL("--topk %d must be in 1..--experts (%lld)", cfg->topk, (long long)cfg->experts);
+    }
+    if (cfg->experts % ep != 0) {
+      FAIL("--experts %lld is not divisible by --ep %d", (long long)cfg->experts, ep);
+    }
+  }
+  if (cfg->seq < 2 * sp || cfg->seq % (2 * sp) != 0) {
+    FAIL(
+        "--seq %lld must be a positive multiple of 2 x sp = %d (the zigzag layout cuts each "
+        "sequence into 2 sp equal chunks)",
+        (long long)cfg->seq, 2 * sp);
+  }
+  if (!(cfg->aux_weight >= 0) || !(cfg->z_weight >= 0)) {
+    FAIL("--aux-weight %g and --z-weight %g must be >= 0", cfg->aux_weight, cfg->z_weight);
+  }
+  return WEFT_OK;
+}

@@ -1,0 +1,56 @@
+/* The trainer: mesh, model, data and optimizer for `weft train` and `weft eval`
+ * (docs/training.md). One step = zero gradients, the micro-batches' forward and backward,
+ * gradient all-reduce (replicated parameters over dp x sp, experts over their replicas),
+ * global-norm clipping, AdamW with warmup + cosine. */
+#ifndef WEFT_RUNTIME_TRAINER_H
+#define WEFT_RUNTIME_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "train_opts.h"
+#include "weft/comm.h"
+
+typedef struct weft_trainer weft_trainer_t;
+
+/* What one step measured (the same on every rank unless noted). */
+typedef struct weft_step_metrics {
+  int64_t step;      /* 1-based */
+  double loss;       /* ce + aux_weight lbl + z_weight z */
+  double ce;         /* mean cross-entropy, nats per token */
+  double lbl, zloss; /* summed over MoE layers, unweighted */
+  double lr;
+  double grad_norm; /* before clipping */
+  double step_s;    /* wall time of the step on rank 0 */
+  double comm_s;    /* rank 0: MoE exchanges, exposed linear scans, gradient all-reduce */
+  double allreduce_s;
+  uint64_t comm_bytes; /* rank 0's bytes sent in the step */
+  double tokens_per_s; /* global tokens / step_s */
+  bool nonfinite;      /* the loss or the gradient norm is NaN or infinite: stop */
+} weft_step_metrics_t;
+
+/* Builds everything. Collective over `world`. */
+weft_status_t weft_trainer_create(const weft_train_opts_t *opts, const weft_train_plan_t *plan,
+                                  weft_comm_t *world, weft_trainer_t **trainer_p);
+void weft_trainer_destroy(weft_trainer_t *trainer);
+
+weft_model_t *weft_trainer_model(weft_trainer_t *trainer);
+const weft_mesh_t *weft_trainer_mesh(const weft_trainer_t *trainer);
+double weft_trainer_unigram_nats(const weft_trainer_t *trainer);
+
+/* Runs step `step` (0-based). A non-finite loss or gradient norm sets out->nonfinite on every
+ * rank (the values are reduced, so every rank sees the same) and skips the update: the caller
+ * reports it and stops cleanly. */
+weft_status_t weft_trainer_step(weft_trainer_t *trainer, int64_t step, weft_step_metrics_t *out);
+
+/* Mean cross-entropy over the first `batches` validation micro-batches (fewer when the split is
+ * smaller). Collective. */
+weft_status_t weft_trainer_evaluate(weft_trainer_t *trainer, long batches, double *loss_p);
+
+/* Forward and backward of one global batch made of the given windows ([G, N + 1] bytes, the
+ * same on every rank), gradients all-reduced, no optimizer step: for `weft check model`. */
+weft_status_t weft_trainer_gradients(weft_trainer_t *trainer, const uint8_t *windows, long count,
+                                     weft_step_metrics_t *out);
+
+#endif /* WEFT_RUNTIME_TRAINER_H */
