@@ -298,12 +298,24 @@ static weft_status_t forward_router(weft_moe_plan_t *plan, int64_t T, const floa
   return WEFT_OK;
 }
 
+/* A barrier over ep (and the replicas) before a pass's first exchange, timed into *wait_s:
+ * the time a rank waits there is other ranks still computing, which would otherwise be
+ * booked as communication time by the first collective. */
+static weft_status_t wait_for_ranks(weft_moe_plan_t *plan, double *wait_s) {
+  TIMED(*wait_s, weft_comm_barrier(plan->ep));
+  if (plan->replicas) {
+    TIMED(*wait_s, weft_comm_barrier(plan->replicas));
+  }
+  return WEFT_OK;
+}
+
 /* Counts: all-gather over ep, sum over the replicas, accumulate into the step. */
 static weft_status_t forward_counts(weft_moe_plan_t *plan) {
   moe_route_t *r = &plan->route;
   const int64_t E = plan->cfg.experts;
   double *exchange_s = &plan->stats.fwd_time.exchange_s;
   moe_route_count(r, &plan->dims);
+  WEFT_CHECK(wait_for_ranks(plan, &plan->stats.fwd_time.wait_s));
   TIMED(*exchange_s, weft_comm_allgather(plan->ep, r->counts_mine, r->counts_all, (size_t)E,
                                          WEFT_DTYPE_I64, WEFT_MEM_HOST));
   plan->stats.fwd.meta += last_sent(plan->ep);
@@ -548,6 +560,7 @@ weft_status_t weft_moe_backward(weft_moe_plan_t *plan, const float *x, const wef
   WEFT_CHECK(weft_moe_gather_sum(ctx, S, h, 1, dy, h, v->send_tok, NULL, plan->send_rows.ptr, h));
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
   exchange_layout(plan, r->rows_to, r->rows_from, hs);
+  WEFT_CHECK(wait_for_ranks(plan, &st->bwd_time.wait_s));
   TIMED(st->bwd_time.payload_s, weft_comm_alltoallv(plan->ep, plan->send_rows.ptr, plan->scount,
                                                     plan->sdispl, plan->recv_rows.ptr, plan->rcount,
                                                     plan->rdispl, WEFT_DTYPE_F32, WEFT_MEM_DEVICE));

@@ -5,11 +5,13 @@
  * forward, backward, all-reduce, AdamW) and reports medians over the timed steps, measured on
  * every rank and taken from the slowest rank per step:
  *   step_s       wall time of a step
- *   comm_s       time this rank spent in communication that nothing hid: the MoE exchanges,
- *                the exposed part of the linear-attention state hand-off, the gradient
- *                all-reduce. Softmax SP's transfers run inside the attention call, overlapped
- *                with its block computations, and count as compute.
- *   compute_s    step_s - comm_s
+ *   wait_s       time spent waiting for slower ranks (a barrier before each MoE pass's
+ *                exchanges and before the gradient all-reduce): load imbalance
+ *   comm_s       time in communication that nothing hid: the MoE exchanges, the exposed
+ *                part of the linear-attention state hand-off, the gradient all-reduce.
+ *                Softmax SP's transfers run inside the attention call, overlapped with its
+ *                block computations, and count as compute.
+ *   compute_s    step_s - comm_s - wait_s
  * bytes are those the slowest rank sent in a step (every collective above plus softmax SP).
  * bench/torch_train_ref.py times the same model in PyTorch for comparison. */
 #include <stdio.h>
@@ -51,7 +53,8 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
   double *comm = calloc((size_t)a->iters, sizeof *comm);
   double *allreduce = calloc((size_t)a->iters, sizeof *allreduce);
   double *bytes = calloc((size_t)a->iters, sizeof *bytes);
-  weft_status_t st = step && comm && allreduce && bytes ? WEFT_OK : WEFT_ERR_NO_MEMORY;
+  double *wait = calloc((size_t)a->iters, sizeof *wait);
+  weft_status_t st = step && comm && allreduce && bytes && wait ? WEFT_OK : WEFT_ERR_NO_MEMORY;
   for (long i = 0; i < a->warmup_iters + a->iters && st == WEFT_OK; i++) {
     weft_step_metrics_t m;
     st = weft_trainer_step(t, i, &m);
@@ -59,26 +62,28 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
       continue;
     }
     /* The slowest rank sets the step time; its split is the one reported. */
-    double mine[4] = {m.step_s, m.comm_s, m.allreduce_s, (double)m.comm_bytes};
-    double all[4 * 256];
+    double mine[5] = {m.step_s, m.comm_s, m.allreduce_s, (double)m.comm_bytes, m.wait_s};
+    double all[5 * 256];
     const int P = s->boot.world_size;
     if (P > 256) {
       st = WEFT_ERR_UNSUPPORTED;
       break;
     }
-    st = weft_comm_allgather(s->world, mine, all, 4, WEFT_DTYPE_I64, WEFT_MEM_HOST);
+    st = weft_comm_allgather(s->world, mine, all, 5, WEFT_DTYPE_I64, WEFT_MEM_HOST);
     int slowest = 0;
     for (int r = 1; r < P; r++) {
-      slowest = all[4 * r] > all[4 * slowest] ? r : slowest;
+      slowest = all[5 * r] > all[5 * slowest] ? r : slowest;
     }
     const long j = i - a->warmup_iters;
-    step[j] = all[4 * slowest];
-    comm[j] = all[4 * slowest + 1];
-    allreduce[j] = all[4 * slowest + 2];
-    bytes[j] = all[4 * slowest + 3];
+    step[j] = all[5 * slowest];
+    comm[j] = all[5 * slowest + 1];
+    allreduce[j] = all[5 * slowest + 2];
+    bytes[j] = all[5 * slowest + 3];
+    wait[j] = all[5 * slowest + 4];
   }
   if (st == WEFT_OK && s->boot.world_rank == 0) {
     const double step_s = median(step, a->iters), comm_s = median(comm, a->iters);
+    const double wait_s = median(wait, a->iters);
     const double tokens = (double)(o->batch * o->seq);
     const weft_model_config_t *c = &p->model;
     const long long params = (long long)weft_model_global_params(weft_trainer_model(t));
@@ -89,13 +94,14 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
           "\"heads\":%lld,\"kv_heads\":%lld,\"experts\":%lld,\"topk\":%d,\"ffn_dim\":%lld,"
           "\"seq\":%lld,\"batch\":%ld,\"micro_batches\":%ld,\"params\":%lld,\"threads\":%d,"
           "\"iters\":%ld,\"step_s\":%.6f,\"tokens_per_s\":%.1f,\"compute_s\":%.6f,"
-          "\"comm_s\":%.6f,\"comm_fraction\":%.4f,\"allreduce_s\":%.6f,\"comm_bytes\":%.0f}\n",
+          "\"wait_s\":%.6f,\"comm_s\":%.6f,\"comm_fraction\":%.4f,\"allreduce_s\":%.6f,\"comm_"
+          "bytes\":%.0f}\n",
           s->boot.world_size, p->mesh.dp, p->mesh.sp, p->mesh.ep, o->sp_algo, o->linear_algo,
           (long long)c->dim, c->pattern, c->moe_pattern, (long long)c->heads,
           (long long)c->kv_heads, (long long)c->experts, c->topk, (long long)c->ffn,
           (long long)c->seq, o->batch, p->micro_batches, params, weft_kernels_cpu_threads(),
-          a->iters, step_s, tokens / step_s, step_s - comm_s, comm_s, comm_s / step_s,
-          median(allreduce, a->iters), median(bytes, a->iters));
+          a->iters, step_s, tokens / step_s, step_s - comm_s - wait_s, wait_s, comm_s,
+          comm_s / step_s, median(allreduce, a->iters), median(bytes, a->iters));
     } else {
       printf(
           "weft bench train: %d ranks (dp %d, sp %d, ep %d), %lld parameters, %d threads per "
@@ -111,6 +117,7 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
   free(comm);
   free(allreduce);
   free(bytes);
+  free(wait);
   weft_trainer_destroy(t);
   return st;
 }

@@ -9,10 +9,13 @@
  *           heads, kv_heads, experts, topk, ffn_dim, seq, vocab (int64), pattern, moe_pattern
  *           (strings), aux_weight, z_weight, rope_base, norm_eps, gate_scale, and the results
  *           loss, ce, lbl, zloss (doubles); for the record ranks, dp, sp, ep, sp_algo,
- *           linear_algo.
+ *           linear_algo,
+ *           micro_batches.
  *
  * The batch is one micro-batch unless --micro-batch splits it (then the gradients accumulate
- * over micro-batches exactly as in training). */
+ * over micro-batches exactly as in training, and the load-balancing loss of micro-batch m
+ * uses the expert counts of micro-batches 1..m, docs/expert-parallel.md, which the oracle does
+ * not model: compare with one micro-batch). The attribute micro_batches records it. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -64,10 +67,13 @@ static weft_status_t write_attrs(weft_tensor_file_t *f, const weft_train_opts_t 
   const struct {
     const char *name;
     int64_t value;
-  } ints[] = {{"dim", c->dim},         {"heads", c->heads},         {"kv_heads", c->kv_heads},
-              {"experts", c->experts}, {"topk", c->topk},           {"ffn_dim", c->ffn},
-              {"seq", c->seq},         {"vocab", WEFT_MODEL_VOCAB}, {"ranks", ranks},
-              {"dp", p->mesh.dp},      {"sp", p->mesh.sp},          {"ep", p->mesh.ep}};
+  } ints[] = {{"dim", c->dim},           {"heads", c->heads},
+              {"kv_heads", c->kv_heads}, {"experts", c->experts},
+              {"topk", c->topk},         {"ffn_dim", c->ffn},
+              {"seq", c->seq},           {"vocab", WEFT_MODEL_VOCAB},
+              {"ranks", ranks},          {"micro_batches", p->micro_batches},
+              {"dp", p->mesh.dp},        {"sp", p->mesh.sp},
+              {"ep", p->mesh.ep}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     WEFT_CHECK(weft_tensor_file_attr_write_i64(f, NULL, ints[i].name, ints[i].value));
   }

@@ -58,10 +58,10 @@ static void write_metrics(FILE *f, const weft_step_metrics_t *s, double val_loss
   fprintf(f,
           "{\"step\":%lld,\"loss\":%.9g,\"ce\":%.9g,\"lbl\":%.9g,\"zloss\":%.9g,\"lr\":%.6g,"
           "\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"step_s\":%.6f,\"compute_s\":%.6f,"
-          "\"comm_s\":%.6f,\"allreduce_s\":%.6f,\"comm_bytes\":%llu",
+          "\"wait_s\":%.6f,\"comm_s\":%.6f,\"allreduce_s\":%.6f,\"comm_bytes\":%llu",
           (long long)s->step, s->loss, s->ce, s->lbl, s->zloss, s->lr, s->grad_norm,
-          s->tokens_per_s, s->step_s, s->step_s - s->comm_s, s->comm_s, s->allreduce_s,
-          (unsigned long long)s->comm_bytes);
+          s->tokens_per_s, s->step_s, s->step_s - s->comm_s - s->wait_s, s->wait_s, s->comm_s,
+          s->allreduce_s, (unsigned long long)s->comm_bytes);
   if (val_loss == val_loss) {
     fprintf(f, ",\"val_loss\":%.9g", val_loss);
   }

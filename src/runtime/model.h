@@ -141,10 +141,13 @@ weft_status_t weft_model_read(weft_model_t *model, weft_tensor_file_t *file, con
 /* Sets both gradient regions to zero. */
 weft_status_t weft_model_zero_grads(weft_model_t *model);
 
-/* Wall time of the most recent weft_model_step on this rank, split into the time spent inside
- * collective calls (attention, linear state hand-off, MoE exchanges) and the rest. */
+/* Wall time of the most recent weft_model_step on this rank, and the parts of it spent
+ * waiting for other ranks (wait_s) and in communication that nothing hid (comm_s: the MoE
+ * exchanges and the exposed linear-attention state hand-off; softmax SP transfers overlap
+ * its attention blocks inside the attention call and are not separated). */
 typedef struct weft_model_times {
   double total_s;
+  double wait_s; /* MoE layers: waiting for slower ranks before an exchange (imbalance) */
   double comm_s;
   uint64_t comm_bytes; /* bytes this rank sent in those calls */
 } weft_model_times_t;

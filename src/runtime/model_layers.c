@@ -121,6 +121,7 @@ static weft_status_t ffn_forward(weft_model_t *m, model_layer_t *L, float *y,
     losses->lbl_partial += st->aux_loss_partial;
     losses->z_partial += st->z_loss_partial;
     m->times.comm_s += st->fwd_time.exchange_s;
+    m->times.wait_s += st->fwd_time.wait_s;
     m->times.comm_bytes += st->fwd.payload + st->fwd.meta;
     return WEFT_OK;
   }
@@ -140,6 +141,7 @@ static weft_status_t ffn_backward(weft_model_t *m, model_layer_t *L, const float
     WEFT_CHECK(weft_moe_backward(L->moe_plan, s->b, &weights, dy, db, &grads));
     const weft_moe_stats_t *st = weft_moe_plan_stats(L->moe_plan);
     m->times.comm_s += st->bwd_time.exchange_s;
+    m->times.wait_s += st->bwd_time.wait_s;
     m->times.comm_bytes += st->bwd.payload + st->bwd.meta;
     return WEFT_OK;
   }

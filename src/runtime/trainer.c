@@ -226,7 +226,7 @@ static weft_status_t gradients(weft_trainer_t *t, int64_t step, fill_fn fill,
   const uint64_t bytes0 = bytes_sent(t->world);
   const int64_t global_tokens = t->opts.batch * t->opts.seq;
   double sums[4] = {0, 0, 0, 0}; /* ce, labelled, lbl, z */
-  double comm_s = 0;
+  double comm_s = 0, wait_s = 0;
   uint64_t comm_bytes = 0;
   WEFT_CHECK(weft_model_zero_grads(t->model));
   weft_model_step_begin(t->model, global_tokens);
@@ -242,9 +242,14 @@ static weft_status_t gradients(weft_trainer_t *t, int64_t step, fill_fn fill,
     sums[3] += l.z_partial;
     const weft_model_times_t mt = weft_model_last_times(t->model);
     comm_s += mt.comm_s;
+    wait_s += mt.wait_s;
     comm_bytes += mt.comm_bytes;
   }
-  /* Replicated parameters over dp x sp (= the world); experts over their replicas. */
+  /* Replicated parameters over dp x sp (= the world); experts over their replicas. The
+   * barrier first books the wait for the last rank to finish its backward as imbalance. */
+  const double wait0 = weft_time_now();
+  WEFT_CHECK(weft_comm_barrier(t->world));
+  wait_s += weft_time_now() - wait0;
   const double ar0 = weft_time_now();
   int64_t rep = 0, exp = 0;
   float *rep_grad = weft_model_region(t->model, false, true, &rep);
@@ -267,6 +272,7 @@ static weft_status_t gradients(weft_trainer_t *t, int64_t step, fill_fn fill,
   out->grad_norm = sqrt(sq_rep + sq_exp);
   out->nonfinite = !isfinite(out->loss) || !isfinite(out->grad_norm);
   out->comm_s = comm_s + out->allreduce_s;
+  out->wait_s = wait_s;
   out->comm_bytes = comm_bytes + (bytes_sent(t->world) - bytes0);
   out->step_s = weft_time_now() - t0;
   return WEFT_OK;

@@ -14,7 +14,8 @@
 
 typedef struct weft_trainer weft_trainer_t;
 
-/* What one step measured (the same on every rank unless noted). */
+/* What one step measured: losses and norms are the same on every rank; times and bytes are
+ * this rank's. */
 typedef struct weft_step_metrics {
   int64_t step;      /* 1-based */
   double loss;       /* ce + aux_weight lbl + z_weight z */
@@ -22,10 +23,12 @@ typedef struct weft_step_metrics {
   double lbl, zloss; /* summed over MoE layers, unweighted */
   double lr;
   double grad_norm; /* before clipping */
-  double step_s;    /* wall time of the step on rank 0 */
-  double comm_s;    /* rank 0: MoE exchanges, exposed linear scans, gradient all-reduce */
+  double step_s;    /* this rank: wall time of the step */
+  double wait_s;    /* this rank: waiting for slower ranks before the MoE exchanges and the
+                       gradient all-reduce (load imbalance) */
+  double comm_s;    /* this rank: MoE exchanges, exposed linear scans, gradient all-reduce */
   double allreduce_s;
-  uint64_t comm_bytes; /* rank 0's bytes sent in the step */
+  uint64_t comm_bytes; /* bytes this rank sent in the step */
   double tokens_per_s; /* global tokens / step_s */
   bool nonfinite;      /* the loss or the gradient norm is NaN or infinite: stop */
 } weft_step_metrics_t;

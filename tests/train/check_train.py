@@ -10,7 +10,9 @@
       the default model at 4 ranks, shortened to a few dozen steps: validation loss well below
       the corpus's unigram entropy.
   check_train.py determinism WEFT MPIRUN OUTDIR
-      --deterministic twice at the same world size: bitwise equal metrics lines (loss, norm).
+      --deterministic twice at the same world size: equal losses and norms, bitwise equal
+      saved parameters; `weft eval` of them at 1, 2 and 4 ranks (other meshes) gives the
+      validation loss training reported.
   check_train.py bad-input WEFT MPIRUN OUTDIR
       each bad input exits non-zero on every rank, with its message, without hanging.
 """
@@ -128,6 +130,20 @@ def determinism(weft, mpirun, outdir):
             raise SystemExit(f"FAIL: parameter {name} differs between two --deterministic runs")
     print(f"determinism: {len(a)} steps with equal losses and norms (9 digits) and {len(pa)} "
           f"parameter tensors bitwise equal after the last step")
+    # The saved parameters load at other meshes and give the validation loss training saw.
+    saved = os.path.join(outdir, "det_a.h5")
+    want = a[-1]["val_loss"]
+    for np_, mesh in ((1, []), (2, ["--sp", "2"]), (4, ["--sp", "4", "--ep", "2"])):
+        proc = run([mpirun, str(np_), weft, "eval", "--params", saved] + TINY + mesh)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("validation loss")]
+        if proc.returncode != 0 or not lines:
+            print(proc.stdout)
+            raise SystemExit(f"FAIL: weft eval at {np_} ranks {mesh}")
+        got = float(lines[0].split()[2])
+        if abs(got - want) > 1e-4 * abs(want):
+            raise SystemExit(f"FAIL: eval at {np_} ranks {mesh}: {got} != training's {want}")
+        print(f"ok eval of the saved parameters at {np_} ranks {' '.join(mesh)}: {got} "
+              f"(training: {want:.4f})")
 
 
 def bad_input(weft, mpirun, outdir):

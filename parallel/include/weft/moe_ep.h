@@ -101,11 +101,14 @@ typedef struct weft_moe_pass_bytes {
   uint64_t minimum;
 } weft_moe_pass_bytes_t;
 
-/* Where one pass's wall time went on this rank (seconds). exchange_s covers every
- * communication call of the pass (counts, metadata, payload; waits for slower ranks
- * included); experts_s the grouped expert kernels (synchronised). */
+/* Where one pass's wall time went on this rank (seconds). Each pass starts its communication
+ * with a barrier over ep (and replicas): wait_s is the time spent there, waiting for the
+ * slowest rank to arrive (load imbalance, not communication; one message latency otherwise).
+ * exchange_s covers every communication call after it (counts, metadata, payload); experts_s
+ * the grouped expert kernels (synchronised). */
 typedef struct weft_moe_pass_time {
   double total_s;
+  double wait_s;
   double exchange_s;
   double payload_s; /* the token-row all-to-all-vs alone (part of exchange_s) */
   double experts_s;
