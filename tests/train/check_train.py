@@ -13,6 +13,9 @@
       --deterministic twice at the same world size: equal losses and norms, bitwise equal
       saved parameters; `weft eval` of them at 1, 2 and 4 ranks (other meshes) gives the
       validation loss training reported.
+  check_train.py cuda WEFT MPIRUN OUTDIR
+      one training step's loss and gradients (`weft check model`) on the GPU against the same
+      step on the CPU; exit 77 (skipped) without a GPU.
   check_train.py bad-input WEFT MPIRUN OUTDIR
       each bad input exits non-zero on every rank, with its message, without hanging.
 """
@@ -84,6 +87,17 @@ def invariance(weft, mpirun, outdir, quick):
                              f"{INVARIANCE_RTOL}")
     print(f"invariance: {len(cases)} meshes/algorithms, worst relative difference {worst:.2e} "
           f"(tolerance {INVARIANCE_RTOL}); 1-rank loss {ref_loss[0]:.4f} -> {ref_loss[-1]:.4f}")
+    # Gradient accumulation: a dense model's step is the same whether the batch of 8 runs as
+    # one micro-batch or as 4 of 2 (at 2 ranks: 1 sequence per rank per micro-batch). (MoE
+    # layers differ by design: micro-batch m balances with the counts of micro-batches 1..m.)
+    dense = TINY + ["--experts", "0", "--ep", "1"]
+    one, _ = train(weft, mpirun, 1, outdir, "accum_1", dense)
+    four, _ = train(weft, mpirun, 2, outdir, "accum_4", dense + ["--micro-batch", "2"])
+    err = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(one, four))
+    print(f"{'ok' if err <= INVARIANCE_RTOL else 'FAIL'} accumulation: 1 x 8 vs 4 x 2 "
+          f"sequences, max relative loss difference {err:.2e}")
+    if err > INVARIANCE_RTOL:
+        raise SystemExit("FAIL: gradient accumulation changes the loss curve")
 
 
 def learning(weft, mpirun, outdir):
@@ -146,6 +160,46 @@ def determinism(weft, mpirun, outdir):
               f"(training: {want:.4f})")
 
 
+def has_gpu():
+    import shutil
+    if not shutil.which("nvidia-smi"):
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def cuda(weft, mpirun, outdir):
+    if not has_gpu():
+        print("skipped: no GPU (nvidia-smi -L)")
+        return 77
+    import h5py
+    import numpy
+    files = {}
+    for device in ("cpu", "cuda"):
+        out = os.path.join(outdir, f"step_{device}.h5")
+        proc = run([mpirun, "1", weft, "check", "model", "--device", device, "--output", out] +
+                   TINY)
+        if proc.returncode != 0:
+            print(proc.stdout)
+            raise SystemExit(f"FAIL: weft check model --device {device}")
+        files[device] = h5py.File(out, "r")
+    cpu, gpu = files["cpu"], files["cuda"]
+    # f32 on both devices with different summation orders (cuBLAS vs OpenBLAS, kernel
+    # reductions): the same 1e-4 of the largest gradient the PyTorch oracle allows.
+    worst = 0.0
+    for name in cpu["grads"]:
+        a, b = numpy.array(cpu["grads"][name]), numpy.array(gpu["grads"][name])
+        err = float(numpy.max(numpy.abs(a - b))) / (1e-4 * float(numpy.max(numpy.abs(a))) + 1e-7)
+        worst = max(worst, err)
+        if err > 1:
+            raise SystemExit(f"FAIL: gradient {name}: GPU vs CPU {err:.2f} x tolerance")
+    dl = abs(cpu.attrs["loss"] - gpu.attrs["loss"]) / abs(cpu.attrs["loss"])
+    if dl > 1e-5:
+        raise SystemExit(f"FAIL: loss GPU {gpu.attrs['loss']} vs CPU {cpu.attrs['loss']}")
+    print(f"cuda: loss relative difference {dl:.1e}, worst gradient {worst:.3f} x tolerance")
+    return 0
+
+
 def bad_input(weft, mpirun, outdir):
     cfg = os.path.join(outdir, "bad.json")
     with open(cfg, "w") as f:
@@ -198,6 +252,8 @@ def main():
         determinism(weft, mpirun, outdir)
     elif what == "bad-input":
         bad_input(weft, mpirun, outdir)
+    elif what == "cuda":
+        sys.exit(cuda(weft, mpirun, outdir))
     else:
         raise SystemExit(f"unknown test {what}")
 
