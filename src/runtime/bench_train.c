@@ -104,12 +104,13 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
           comm_s / step_s, median(allreduce, a->iters), median(bytes, a->iters));
     } else {
       printf(
-          "weft bench train: %d ranks (dp %d, sp %d, ep %d), %lld parameters, %d threads per "
-          "rank\n  step %.4f s, %.0f tokens/s; compute %.4f s, exposed communication %.4f s "
-          "(%.1f%%; gradient all-reduce %.4f s); %.0f bytes sent by the slowest rank\n",
+          "weft bench train: %d ranks (dp %d, sp %d, ep %d), %lld parameters, %d threads "
+          "per rank\n  step %.4f s, %.0f tokens/s; compute %.4f s, waiting for other ranks "
+          "%.4f s, exposed communication %.4f s (%.1f%%; gradient all-reduce %.4f s); %.0f "
+          "bytes sent by the slowest rank\n",
           s->boot.world_size, p->mesh.dp, p->mesh.sp, p->mesh.ep, params,
-          weft_kernels_cpu_threads(), step_s, tokens / step_s, step_s - comm_s, comm_s,
-          100.0 * comm_s / step_s, median(allreduce, a->iters), median(bytes, a->iters));
+          weft_kernels_cpu_threads(), step_s, tokens / step_s, step_s - comm_s - wait_s, wait_s,
+          comm_s, 100.0 * comm_s / step_s, median(allreduce, a->iters), median(bytes, a->iters));
     }
     fflush(stdout);
   }

@@ -95,6 +95,7 @@ static weft_status_t write_attrs(weft_tensor_file_t *f, const weft_train_opts_t 
   WEFT_CHECK(weft_tensor_file_attr_write_str(f, NULL, "pattern", c->pattern));
   WEFT_CHECK(weft_tensor_file_attr_write_str(f, NULL, "moe_pattern", c->moe_pattern));
   WEFT_CHECK(weft_tensor_file_attr_write_str(f, NULL, "sp_algo", o->sp_algo));
+  WEFT_CHECK(weft_tensor_file_attr_write_str(f, NULL, "precision", o->precision));
   return weft_tensor_file_attr_write_str(f, NULL, "linear_algo", o->linear_algo);
 }
 

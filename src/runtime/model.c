@@ -7,6 +7,7 @@
 #include "model_internal.h"
 #include "weft/check.h"
 #include "weft/cross_entropy.h"
+#include "weft/elementwise.h"
 #include "weft/embedding.h"
 #include "weft/gemm.h"
 #include "weft/log.h"
@@ -34,6 +35,50 @@ weft_status_t model_alloc(weft_model_t *m, size_t count, size_t elem, void **ptr
 
 #define ALLOC_F32(ptr, count) \
   WEFT_CHECK(model_alloc(m, (size_t)(count), sizeof(float), (void **)&(ptr)))
+#define ALLOC_BF16(ptr, count) \
+  WEFT_CHECK(model_alloc(m, (size_t)(count), sizeof(uint16_t), (void **)&(ptr)))
+
+/* Widest row of any GEMM activation operand: d, H dh, f or V. */
+static int64_t widest_operand(const weft_model_t *m) {
+  int64_t w = m->cfg.dim;
+  w = m->cfg.heads * m->head_dim > w ? m->cfg.heads * m->head_dim : w;
+  w = m->cfg.ffn > w ? m->cfg.ffn : w;
+  return WEFT_MODEL_VOCAB > w ? WEFT_MODEL_VOCAB : w;
+}
+
+/* A GEMM operand in bf16: a weight's rounded copy, or an activation rounded into scratch. */
+static weft_status_t bf16_operand(weft_model_t *m, const float *x, const weft_param_t *param,
+                                  int64_t count, int slot, const void **out_p) {
+  if (param) {
+    *out_p = m->rep_bf16 + (param->data - m->rep_data);
+    return WEFT_OK;
+  }
+  if (count > m->tokens * widest_operand(m)) {
+    WEFT_ERROR("model", "internal: GEMM operand of %lld elements exceeds the bf16 scratch",
+               (long long)count);
+    return WEFT_ERR_INTERNAL;
+  }
+  WEFT_CHECK(
+      weft_elementwise_cast(m->ctx, count, WEFT_DTYPE_F32, x, WEFT_DTYPE_BF16, m->cast[slot]));
+  *out_p = m->cast[slot];
+  return WEFT_OK;
+}
+
+weft_status_t model_gemm(weft_model_t *m, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                         int64_t K, const float *a, const weft_param_t *a_param, const float *b,
+                         const weft_param_t *b_param, float beta, float *c) {
+  const int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N;
+  if (!m->cfg.bf16) {
+    return weft_gemm(m->ctx, trans_a, trans_b, M, N, K, 1.0f, WEFT_DTYPE_F32,
+                     a_param ? a_param->data : a, lda, WEFT_DTYPE_F32, b_param ? b_param->data : b,
+                     ldb, beta, WEFT_DTYPE_F32, c, N);
+  }
+  const void *a16 = NULL, *b16 = NULL;
+  WEFT_CHECK(bf16_operand(m, a, a_param, M * K, 0, &a16));
+  WEFT_CHECK(bf16_operand(m, b, b_param, K * N, 1, &b16));
+  return weft_gemm(m->ctx, trans_a, trans_b, M, N, K, 1.0f, WEFT_DTYPE_BF16, a16, lda,
+                   WEFT_DTYPE_BF16, b16, ldb, beta, WEFT_DTYPE_F32, c, N);
+}
 
 static weft_status_t alloc_layer(weft_model_t *m, model_layer_t *L) {
   model_layer_saved_t *s = &L->s;
@@ -48,6 +93,11 @@ static weft_status_t alloc_layer(weft_model_t *m, model_layer_t *L) {
   ALLOC_F32(s->o, T * hd);
   if (L->kind == 'S') {
     ALLOC_F32(s->lse, T * H);
+    if (m->attn_bf16) {
+      ALLOC_BF16(s->qb, T * hd);
+      ALLOC_BF16(s->kb, T * kvd);
+      ALLOC_BF16(s->vb, T * kvd);
+    }
   } else {
     ALLOC_F32(s->graw, T * hd);
     ALLOC_F32(s->g, T * hd);
@@ -78,6 +128,12 @@ static weft_status_t alloc_scratch(weft_model_t *m) {
   ALLOC_F32(w->dg, T * hd);
   ALLOC_F32(w->dout, T * hd);
   ALLOC_F32(w->ffn_work, 2 * T * m->cfg.ffn);
+  ALLOC_F32(w->ffn_h, T * m->cfg.ffn);
+  if (m->cfg.bf16) {
+    ALLOC_BF16(m->rep_bf16, m->rep_numel);
+    ALLOC_BF16(m->cast[0], T * widest_operand(m));
+    ALLOC_BF16(m->cast[1], T * widest_operand(m));
+  }
   ALLOC_F32(w->ones, m->head_dim);
   ALLOC_F32(w->dummy, m->head_dim);
   ALLOC_F32(w->logits, T * WEFT_MODEL_VOCAB);
@@ -138,16 +194,17 @@ static weft_status_t create_plans(weft_model_t *m) {
     model_layer_t *L = &m->layers[l];
     if (L->kind == 'S') {
       if (!attn) {
-        const weft_attn_sp_config_t acfg = {.batch = m->rows,
-                                            .heads = c->heads,
-                                            .kv_heads = c->kv_heads,
-                                            .head_dim = m->head_dim,
-                                            .seq_len = c->seq,
-                                            .scale = 0.0f,
-                                            .causal = true,
-                                            .dtype = WEFT_DTYPE_F32,
-                                            .algo = m->par.sp_algo,
-                                            .ulysses_degree = m->par.ulysses_degree};
+        const weft_attn_sp_config_t acfg = {
+            .batch = m->rows,
+            .heads = c->heads,
+            .kv_heads = c->kv_heads,
+            .head_dim = m->head_dim,
+            .seq_len = c->seq,
+            .scale = 0.0f,
+            .causal = true,
+            .dtype = m->attn_bf16 ? WEFT_DTYPE_BF16 : WEFT_DTYPE_F32,
+            .algo = m->par.sp_algo,
+            .ulysses_degree = m->par.ulysses_degree};
         WEFT_CHECK(weft_attn_sp_plan_create(m->mesh->sp, m->ctx, &acfg, &attn));
       }
       L->attn = attn;
@@ -208,6 +265,8 @@ weft_status_t weft_model_create(const weft_model_config_t *cfg, const weft_model
   m->n = cfg->seq / mesh->shape.sp;
   m->tokens = rows * m->n;
   m->head_dim = cfg->dim / cfg->heads;
+  /* The CPU attention kernels take f32 only; there bf16 covers the GEMMs. */
+  m->attn_bf16 = cfg->bf16 && m->on_device;
   weft_status_t st = model_params_build(m);
   if (st == WEFT_OK) {
     st = build_positions(m);
@@ -284,8 +343,7 @@ static weft_status_t head_forward(weft_model_t *m, const float *x, weft_model_lo
   const int64_t T = m->tokens, d = m->cfg.dim, V = WEFT_MODEL_VOCAB;
   WEFT_CHECK(
       weft_rmsnorm_forward(m->ctx, T, d, NORM_EPS, x, m->final_norm->data, w->xf, w->rstd_f));
-  WEFT_CHECK(weft_gemm(m->ctx, false, false, T, V, d, 1.0f, WEFT_DTYPE_F32, w->xf, d,
-                       WEFT_DTYPE_F32, m->lm_head->data, V, 0.0f, WEFT_DTYPE_F32, w->logits, V));
+  WEFT_CHECK(model_gemm(m, false, false, T, V, d, w->xf, NULL, NULL, m->lm_head, 0.0f, w->logits));
   WEFT_CHECK(
       weft_cross_entropy_forward(m->ctx, T, V, w->logits, m->targets_dev, w->ce_loss, w->ce_lse));
   WEFT_CHECK(weft_kernel_ctx_synchronize(m->ctx));
@@ -305,10 +363,9 @@ static weft_status_t head_backward(weft_model_t *m, const float *x, float ce_sca
   const int64_t T = m->tokens, d = m->cfg.dim, V = WEFT_MODEL_VOCAB;
   WEFT_CHECK(weft_cross_entropy_backward(m->ctx, T, V, w->logits, m->targets_dev, w->ce_lse,
                                          ce_scale, w->logits));
-  WEFT_CHECK(weft_gemm(m->ctx, true, false, d, V, T, 1.0f, WEFT_DTYPE_F32, w->xf, d, WEFT_DTYPE_F32,
-                       w->logits, V, 1.0f, WEFT_DTYPE_F32, m->lm_head->grad, V));
-  WEFT_CHECK(weft_gemm(m->ctx, false, true, T, d, V, 1.0f, WEFT_DTYPE_F32, w->logits, V,
-                       WEFT_DTYPE_F32, m->lm_head->data, V, 0.0f, WEFT_DTYPE_F32, w->dt, d));
+  WEFT_CHECK(
+      model_gemm(m, true, false, d, V, T, w->xf, NULL, w->logits, NULL, 1.0f, m->lm_head->grad));
+  WEFT_CHECK(model_gemm(m, false, true, T, d, V, w->logits, NULL, NULL, m->lm_head, 0.0f, w->dt));
   return weft_rmsnorm_backward(m->ctx, T, d, x, m->final_norm->data, w->rstd_f, w->dt, dx,
                                m->final_norm->grad);
 }
@@ -330,6 +387,10 @@ weft_status_t weft_model_step(weft_model_t *m, const int32_t *ids, const int32_t
                               WEFT_COPY_HOST_TO_DEVICE));
   WEFT_CHECK(weft_device_copy(m->dev, m->targets_dev, targets, (size_t)T * sizeof(int32_t),
                               WEFT_COPY_HOST_TO_DEVICE));
+  if (m->cfg.bf16) { /* this step's weights, rounded once for every GEMM that reads them */
+    WEFT_CHECK(weft_elementwise_cast(m->ctx, m->rep_numel, WEFT_DTYPE_F32, m->rep_data,
+                                     WEFT_DTYPE_BF16, m->rep_bf16));
+  }
   model_scratch_t *w = &m->scratch;
   float *x = w->x_final;
   WEFT_CHECK(weft_embedding_forward(m->ctx, T, WEFT_MODEL_VOCAB, d, m->embed->data, m->ids_dev, x));

@@ -42,8 +42,10 @@ typedef struct weft_model_config {
   int layers;                                  /* L = strlen(pattern) */
   char pattern[WEFT_MODEL_MAX_LAYERS + 1];     /* 'S' softmax / 'L' linear, per layer */
   char moe_pattern[WEFT_MODEL_MAX_LAYERS + 1]; /* 'M' MoE / 'D' dense, per layer */
-  double aux_weight;                           /* LBL weight */
-  double z_weight;                             /* router z-loss weight */
+  bool bf16; /* GEMMs (and softmax attention on CUDA) with bf16 operands and f32 accumulation;
+               parameters, gradients and optimizer state stay f32 (master weights) */
+  double aux_weight; /* LBL weight */
+  double z_weight;   /* router z-loss weight */
 } weft_model_config_t;
 
 /* How the layers run in parallel. */

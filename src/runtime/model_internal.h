@@ -10,24 +10,25 @@
 
 /* Activations one layer keeps from its forward for its backward ([T, ...], T tokens). */
 typedef struct model_layer_saved {
-  float *x_in;   /* [T, d] residual stream entering the layer */
-  float *a;      /* [T, d] RMSNorm(x_in) */
-  float *rstd_a; /* [T] */
-  float *q;      /* [T, H dh] (after RoPE on S layers) */
-  float *k;      /* [T, Hk dh] */
-  float *v;      /* [T, Hk dh] */
-  float *graw;   /* [T, H dh] a Wg (L layers) */
-  float *g;      /* [T, H dh] log decay (L layers) */
-  float *o;      /* [T, H dh] attention output (before the head norm on L layers) */
-  float *lse;    /* S: [B, H, n] log-sum-exp;  L: s_in [B, 2, H, dh, dh] */
-  float *o_n;    /* [T, H dh] L layers: o after the per-head RMS norm */
-  float *rstd_o; /* [T H] */
-  float *x_mid;  /* [T, d] x' = x_in + Attn */
-  float *b;      /* [T, d] RMSNorm(x') */
-  float *rstd_b; /* [T] */
-  float *f_a;    /* dense FFN: [T, f] b W1 */
-  float *f_b;    /* [T, f] b W3 */
-  float *f_act;  /* [T, f] silu(f_a) * f_b */
+  float *x_in;            /* [T, d] residual stream entering the layer */
+  float *a;               /* [T, d] RMSNorm(x_in) */
+  float *rstd_a;          /* [T] */
+  float *q;               /* [T, H dh] (after RoPE on S layers) */
+  float *k;               /* [T, Hk dh] */
+  float *v;               /* [T, Hk dh] */
+  float *graw;            /* [T, H dh] a Wg (L layers) */
+  float *g;               /* [T, H dh] log decay (L layers) */
+  float *o;               /* [T, H dh] attention output (before the head norm on L layers) */
+  float *lse;             /* S: [B, H, n] log-sum-exp;  L: s_in [B, 2, H, dh, dh] */
+  uint16_t *qb, *kb, *vb; /* bf16 attention on CUDA: q, k, v as the attention plan reads them */
+  float *o_n;             /* [T, H dh] L layers: o after the per-head RMS norm */
+  float *rstd_o;          /* [T H] */
+  float *x_mid;           /* [T, d] x' = x_in + Attn */
+  float *b;               /* [T, d] RMSNorm(x') */
+  float *rstd_b;          /* [T] */
+  float *f_a;             /* dense FFN: [T, f] b W1 */
+  float *f_b;             /* [T, f] b W3 */
+  float *f_act;           /* [T, f] silu(f_a) * f_b */
 } model_layer_saved_t;
 
 typedef struct model_layer {
@@ -84,6 +85,9 @@ struct weft_model {
   int n_params;
   weft_param_t *embed, *final_norm, *lm_head;
   float *rep_data, *rep_grad; /* replicated region */
+  uint16_t *rep_bf16;         /* --precision bf16: the replicated weights rounded, per step */
+  uint16_t *cast[2];          /* bf16 copies of a GEMM's activation operands [T, widest] */
+  bool attn_bf16;             /* softmax attention in bf16 (CUDA only) */
   int64_t rep_numel;
   float *exp_data, *exp_grad; /* expert region */
   int64_t exp_numel;
@@ -98,6 +102,14 @@ struct weft_model {
 
 /* Allocates `count` floats (or bytes when elem is 1) of device memory owned by the model. */
 weft_status_t model_alloc(weft_model_t *model, size_t count, size_t elem, void **ptr_p);
+
+/* C[M, N] = op(A) op(B) + beta C in the model's compute precision (model.c). A weight operand
+ * is passed as its parameter (a_param / b_param, the matching pointer NULL): in bf16 its
+ * rounded copy is used; an activation operand (stored packed: [M, K] or [K, M] for A, [K, N]
+ * or [N, K] for B) is rounded into a scratch copy first. C is f32. */
+weft_status_t model_gemm(weft_model_t *model, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                         int64_t K, const float *a, const weft_param_t *a_param, const float *b,
+                         const weft_param_t *b_param, float beta, float *c);
 
 /* Builds the parameter table and carves the regions (model_params.c). */
 weft_status_t model_params_build(weft_model_t *model);

@@ -20,20 +20,17 @@
 #define GATE_SCALE (1.0f / 16.0f)
 
 /* y[T, out] (+)= x[T, in] W[in, out] */
-static weft_status_t proj(weft_kernel_ctx_t *ctx, int64_t t, int64_t in, int64_t out,
-                          const float *x, const weft_param_t *w, float beta, float *y) {
-  return weft_gemm(ctx, false, false, t, out, in, 1.0f, WEFT_DTYPE_F32, x, in, WEFT_DTYPE_F32,
-                   w->data, out, beta, WEFT_DTYPE_F32, y, out);
+static weft_status_t proj(weft_model_t *m, int64_t t, int64_t in, int64_t out, const float *x,
+                          const weft_param_t *w, float beta, float *y) {
+  return model_gemm(m, false, false, t, out, in, x, NULL, NULL, w, beta, y);
 }
 
 /* dx[T, in] (+)= dy[T, out] W^T, and dW += x^T dy. */
-static weft_status_t proj_backward(weft_kernel_ctx_t *ctx, int64_t t, int64_t in, int64_t out,
+static weft_status_t proj_backward(weft_model_t *m, int64_t t, int64_t in, int64_t out,
                                    const float *x, const weft_param_t *w, const float *dy,
                                    float dx_beta, float *dx) {
-  WEFT_CHECK(weft_gemm(ctx, false, true, t, in, out, 1.0f, WEFT_DTYPE_F32, dy, out, WEFT_DTYPE_F32,
-                       w->data, out, dx_beta, WEFT_DTYPE_F32, dx, in));
-  return weft_gemm(ctx, true, false, in, out, t, 1.0f, WEFT_DTYPE_F32, x, in, WEFT_DTYPE_F32, dy,
-                   out, 1.0f, WEFT_DTYPE_F32, w->grad, out);
+  WEFT_CHECK(model_gemm(m, false, true, t, in, out, dy, NULL, NULL, w, dx_beta, dx));
+  return model_gemm(m, true, false, in, out, t, x, NULL, dy, NULL, 1.0f, w->grad);
 }
 
 static weft_status_t copy_dev(weft_model_t *m, float *dst, const float *src, int64_t count) {
@@ -48,18 +45,25 @@ static weft_status_t attention_forward(weft_model_t *m, model_layer_t *L) {
   model_layer_saved_t *s = &L->s;
   const int64_t T = m->tokens, d = m->cfg.dim, H = m->cfg.heads, dh = m->head_dim;
   const int64_t hd = H * dh, kvd = L->kv_heads * dh;
-  WEFT_CHECK(proj(ctx, T, d, hd, s->a, L->wq, 0.0f, s->q));
-  WEFT_CHECK(proj(ctx, T, d, kvd, s->a, L->wk, 0.0f, s->k));
-  WEFT_CHECK(proj(ctx, T, d, kvd, s->a, L->wv, 0.0f, s->v));
+  WEFT_CHECK(proj(m, T, d, hd, s->a, L->wq, 0.0f, s->q));
+  WEFT_CHECK(proj(m, T, d, kvd, s->a, L->wk, 0.0f, s->k));
+  WEFT_CHECK(proj(m, T, d, kvd, s->a, L->wv, 0.0f, s->v));
   if (L->kind == 'S') {
     WEFT_CHECK(weft_rope_apply(ctx, T, H, dh, ROPE_BASE, m->pos_tok, false, s->q));
     WEFT_CHECK(weft_rope_apply(ctx, T, L->kv_heads, dh, ROPE_BASE, m->pos_tok, false, s->k));
-    WEFT_CHECK(weft_attn_sp_forward(L->attn, s->q, s->k, s->v, s->o, s->lse));
+    if (m->attn_bf16) {
+      WEFT_CHECK(weft_elementwise_cast(ctx, T * hd, WEFT_DTYPE_F32, s->q, WEFT_DTYPE_BF16, s->qb));
+      WEFT_CHECK(weft_elementwise_cast(ctx, T * kvd, WEFT_DTYPE_F32, s->k, WEFT_DTYPE_BF16, s->kb));
+      WEFT_CHECK(weft_elementwise_cast(ctx, T * kvd, WEFT_DTYPE_F32, s->v, WEFT_DTYPE_BF16, s->vb));
+      WEFT_CHECK(weft_attn_sp_forward(L->attn, s->qb, s->kb, s->vb, s->o, s->lse));
+    } else {
+      WEFT_CHECK(weft_attn_sp_forward(L->attn, s->q, s->k, s->v, s->o, s->lse));
+    }
     const weft_attn_sp_stats_t st = weft_attn_sp_plan_stats(L->attn);
     m->times.comm_bytes += st.bytes_fwd;
     return WEFT_OK;
   }
-  WEFT_CHECK(proj(ctx, T, d, hd, s->a, L->wg, 0.0f, s->graw));
+  WEFT_CHECK(proj(m, T, d, hd, s->a, L->wg, 0.0f, s->graw));
   WEFT_CHECK(weft_gate_logsigmoid_forward(ctx, T * hd, GATE_SCALE, s->graw, s->g));
   weft_linear_sp_plan_stats_reset(L->linear);
   WEFT_CHECK(weft_linear_sp_forward(L->linear, s->q, s->k, s->v, s->g, s->o, s->lse, NULL));
@@ -76,7 +80,7 @@ static weft_status_t attention_backward(weft_model_t *m, model_layer_t *L, const
   const int64_t T = m->tokens, d = m->cfg.dim, H = m->cfg.heads, dh = m->head_dim;
   const int64_t hd = H * dh, kvd = L->kv_heads * dh;
   const float *o_used = L->kind == 'S' ? s->o : s->o_n;
-  WEFT_CHECK(proj_backward(ctx, T, hd, d, o_used, L->wo, dy, 0.0f, w->dout));
+  WEFT_CHECK(proj_backward(m, T, hd, d, o_used, L->wo, dy, 0.0f, w->dout));
   if (L->kind == 'S') {
     WEFT_CHECK(weft_attn_sp_backward(L->attn, s->q, s->k, s->v, s->o, s->lse, w->dout, w->dq, w->dk,
                                      w->dv));
@@ -94,11 +98,11 @@ static weft_status_t attention_backward(weft_model_t *m, model_layer_t *L, const
     WEFT_CHECK(weft_gate_logsigmoid_backward(ctx, T * hd, GATE_SCALE, s->graw, w->dg, w->dg));
   }
   /* The input gradient sums the three (four) projections' contributions. */
-  WEFT_CHECK(proj_backward(ctx, T, d, hd, s->a, L->wq, w->dq, 0.0f, da));
-  WEFT_CHECK(proj_backward(ctx, T, d, kvd, s->a, L->wk, w->dk, 1.0f, da));
-  WEFT_CHECK(proj_backward(ctx, T, d, kvd, s->a, L->wv, w->dv, 1.0f, da));
+  WEFT_CHECK(proj_backward(m, T, d, hd, s->a, L->wq, w->dq, 0.0f, da));
+  WEFT_CHECK(proj_backward(m, T, d, kvd, s->a, L->wk, w->dk, 1.0f, da));
+  WEFT_CHECK(proj_backward(m, T, d, kvd, s->a, L->wv, w->dv, 1.0f, da));
   if (L->kind == 'L') {
-    WEFT_CHECK(proj_backward(ctx, T, d, hd, s->a, L->wg, w->dg, 1.0f, da));
+    WEFT_CHECK(proj_backward(m, T, d, hd, s->a, L->wg, w->dg, 1.0f, da));
   }
   return WEFT_OK;
 }
@@ -125,11 +129,12 @@ static weft_status_t ffn_forward(weft_model_t *m, model_layer_t *L, float *y,
     m->times.comm_bytes += st->fwd.payload + st->fwd.meta;
     return WEFT_OK;
   }
-  /* A dense SwiGLU is one expert that takes every token. */
-  const weft_moe_experts_shape_t shape = {1, m->cfg.dim, m->cfg.ffn};
-  const int64_t offsets[2] = {0, T};
-  return weft_moe_experts_forward(m->ctx, &shape, offsets, s->b, L->w1->data, L->w3->data,
-                                  L->w2->data, s->f_a, s->f_b, s->f_act, y);
+  /* Dense SwiGLU: y = (silu(b W1) * (b W3)) W2, through the model's GEMMs (bf16 or f32). */
+  const int64_t d = m->cfg.dim, f = m->cfg.ffn;
+  WEFT_CHECK(proj(m, T, d, f, s->b, L->w1, 0.0f, s->f_a));
+  WEFT_CHECK(proj(m, T, d, f, s->b, L->w3, 0.0f, s->f_b));
+  WEFT_CHECK(weft_moe_swiglu_forward(m->ctx, T * f, s->f_a, s->f_b, s->f_act));
+  return proj(m, T, f, d, s->f_act, L->w2, 0.0f, y);
 }
 
 /* db [T, d] = dFFN/db given dy */
@@ -145,11 +150,13 @@ static weft_status_t ffn_backward(weft_model_t *m, model_layer_t *L, const float
     m->times.comm_bytes += st->bwd.payload + st->bwd.meta;
     return WEFT_OK;
   }
-  const weft_moe_experts_shape_t shape = {1, m->cfg.dim, m->cfg.ffn};
-  const int64_t offsets[2] = {0, m->tokens};
-  return weft_moe_experts_backward(m->ctx, &shape, offsets, s->b, L->w1->data, L->w3->data,
-                                   L->w2->data, s->f_a, s->f_b, s->f_act, dy, db, L->w1->grad,
-                                   L->w3->grad, L->w2->grad, m->scratch.ffn_work);
+  const int64_t T = m->tokens, d = m->cfg.dim, f = m->cfg.ffn;
+  float *dact = m->scratch.ffn_work, *dgate = m->scratch.ffn_h;
+  WEFT_CHECK(proj_backward(m, T, f, d, s->f_act, L->w2, dy, 0.0f, dact));
+  /* dact becomes d(b W1) in place; dgate = d(b W3) */
+  WEFT_CHECK(weft_moe_swiglu_backward(m->ctx, T * f, s->f_a, s->f_b, dact, dact, dgate));
+  WEFT_CHECK(proj_backward(m, T, d, f, s->b, L->w1, dact, 0.0f, db));
+  return proj_backward(m, T, d, f, s->b, L->w3, dgate, 1.0f, db);
 }
 
 /* ---- layer ------------------------------------------------------------------------------ */
@@ -163,7 +170,7 @@ weft_status_t model_layer_forward(weft_model_t *m, int index, float *x,
   WEFT_CHECK(copy_dev(m, s->x_in, x, T * d));
   WEFT_CHECK(weft_rmsnorm_forward(ctx, T, d, NORM_EPS, x, L->attn_norm->data, s->a, s->rstd_a));
   WEFT_CHECK(attention_forward(m, L));
-  WEFT_CHECK(proj(ctx, T, hd, d, L->kind == 'S' ? s->o : s->o_n, L->wo, 1.0f, x));
+  WEFT_CHECK(proj(m, T, hd, d, L->kind == 'S' ? s->o : s->o_n, L->wo, 1.0f, x));
   WEFT_CHECK(copy_dev(m, s->x_mid, x, T * d));
   WEFT_CHECK(weft_rmsnorm_forward(ctx, T, d, NORM_EPS, x, L->ffn_norm->data, s->b, s->rstd_b));
   float *y = m->scratch.dt;

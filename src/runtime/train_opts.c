@@ -39,6 +39,7 @@ void weft_train_opts_defaults(weft_train_opts_t *o) {
                            .ulysses_degree = 0,
                            .sp_algo = "ring",
                            .linear_algo = "zeco",
+                           .precision = "f32",
                            .device = "auto",
                            .metrics = NULL,
                            .config = NULL,
@@ -93,6 +94,8 @@ static size_t flag_table(weft_train_opts_t *o, weft_cli_flag_t **flags_p) {
       {"linear-algo", 0, WEFT_CLI_STRING, &o->linear_algo, "ALGO",
        "linear SP: zeco|lasp2|ring (zeco)"},
       {"device", 0, WEFT_CLI_STRING, &o->device, "auto|cpu|cuda", "device each rank opens (auto)"},
+      {"precision", 0, WEFT_CLI_STRING, &o->precision, "f32|bf16",
+       "GEMM (and CUDA attention) operands; master weights stay f32 (f32)"},
       {"seed", 0, WEFT_CLI_INT, &o->seed, "S", "initialisation and data order (1234)"},
       {"eval-every", 0, WEFT_CLI_INT, &o->eval_every, "S",
        "validation every S steps, 0 = end only (50)"},
@@ -266,6 +269,10 @@ weft_status_t weft_train_opts_resolve(const weft_train_opts_t *o, int world_size
                              .seq = o->seq,
                              .aux_weight = o->aux_weight,
                              .z_weight = o->z_weight};
+  if (strcmp(o->precision, "f32") != 0 && strcmp(o->precision, "bf16") != 0) {
+    FAIL("--precision '%s': use f32 or bf16", o->precision);
+  }
+  m->bf16 = strcmp(o->precision, "bf16") == 0;
   if (weft_model_config_set_layers(m, o->layers, o->moe_layers, err, err_size) != WEFT_OK ||
       weft_model_config_check(m, mesh.sp, mesh.ep, err, err_size) != WEFT_OK) {
     return WEFT_ERR_INVALID_ARG;
@@ -330,6 +337,7 @@ char *weft_train_opts_json(const weft_train_opts_t *o) {
   cJSON_AddNumberToObject(j, "ep", (double)o->ep);
   cJSON_AddStringToObject(j, "sp-algo", o->sp_algo);
   cJSON_AddStringToObject(j, "linear-algo", o->linear_algo);
+  cJSON_AddStringToObject(j, "precision", o->precision);
   cJSON_AddNumberToObject(j, "seed", (double)o->seed);
   char *text = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);

@@ -31,7 +31,7 @@ typedef struct weft_train_opts {
   long dp, sp, ep, ulysses_degree;
   const char *sp_algo, *linear_algo;
   /* run */
-  const char *device, *metrics, *config, *save, *params;
+  const char *device, *precision, *metrics, *config, *save, *params;
   long seed, eval_every, eval_batches, log_every;
   bool deterministic;
 } weft_train_opts_t;

@@ -7,7 +7,7 @@ Runs one training step's forward and backward (no update) of small models at 1, 
 with sequence parallelism (sp = 2, 4), expert parallelism (ep = 2, 4) and both, for hybrid
 (linear + softmax), softmax-only and linear-only layer patterns, and has model_ref.py compare
 the loss and every parameter's gradient (tolerance: 1e-4 of the tensor's largest gradient, the
-same for every mesh). A case whose routing sits on a near-tie (model_ref.py exit 77) is
+same for every mesh; 5e-2 for the two bf16 cases). A case whose routing sits on a near-tie (model_ref.py exit 77) is
 reported and skipped; the test fails if more than one case is skipped, and is skipped (77)
 when torch or h5py is missing.
 """
@@ -35,6 +35,13 @@ CASES = [
     (4, ["--layers", "LL", "--moe-layers", "DM", "--sp", "4", "--ep", "4",
          "--linear-algo", "zeco"]),
     (4, ["--layers", "LS", "--moe-layers", "MM", "--dp", "4", "--ep", "4", "--batch", "8"]),
+    # bf16 GEMM operands (f32 accumulation and master weights): dense models, because bf16
+    # rounding of the router input flips top-k choices that sit within ~1e-3 of a tie at
+    # initialisation, which changes the MoE gradients wholesale (not an error). Tolerance:
+    # 5e-2 of each gradient's largest value (bf16 keeps 8 significant bits; measured 2.8e-2
+    # for 4 layers).
+    (1, ["--layers", "LLSL", "--experts", "0", "--precision", "bf16"], 5e-2),
+    (4, ["--layers", "LS", "--experts", "0", "--precision", "bf16", "--sp", "2"], 5e-2),
 ]
 
 
@@ -48,7 +55,9 @@ def main():
     weft, mpirun, outdir = sys.argv[1:4]
     os.makedirs(outdir, exist_ok=True)
     skipped = 0
-    for i, (np_, extra) in enumerate(CASES):
+    for i, case in enumerate(CASES):
+        np_, extra = case[0], case[1]
+        rtol = case[2] if len(case) > 2 else 1e-4
         out = os.path.join(outdir, f"case{i}.h5")
         cmd = [mpirun, str(np_), weft, "check", "model"] + BASE + extra + ["--output", out]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -57,7 +66,8 @@ def main():
             print(proc.stdout)
             print(f"FAIL case {i}: weft exit {proc.returncode}: {' '.join(cmd)}")
             return 1
-        ref = subprocess.run([sys.executable, os.path.join(HERE, "model_ref.py"), out],
+        ref = subprocess.run([sys.executable, os.path.join(HERE, "model_ref.py"), out, "--rtol",
+                              str(rtol)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              timeout=300)
         summary = [l for l in ref.stdout.splitlines() if "worst" in l and "x tolerance (" in l

@@ -7,8 +7,8 @@
       linear SP algorithm: the loss curves agree with the single-rank run within a relative
       tolerance that does not depend on the mesh.
   check_train.py learning WEFT MPIRUN OUTDIR
-      the default model at 4 ranks, shortened to a few dozen steps: validation loss well below
-      the corpus's unigram entropy.
+      the default model at 4 ranks, shortened to a few dozen steps, in f32 and in bf16:
+      validation loss well below the corpus's unigram entropy.
   check_train.py determinism WEFT MPIRUN OUTDIR
       --deterministic twice at the same world size: equal losses and norms, bitwise equal
       saved parameters; `weft eval` of them at 1, 2 and 4 ranks (other meshes) gives the
@@ -101,9 +101,14 @@ def invariance(weft, mpirun, outdir, quick):
 
 
 def learning(weft, mpirun, outdir):
-    rows, out = train(weft, mpirun, 4, outdir, "learning",
+    for precision in ("f32", "bf16"):
+        learning_run(weft, mpirun, outdir, precision)
+
+
+def learning_run(weft, mpirun, outdir, precision):
+    rows, out = train(weft, mpirun, 4, outdir, "learning_" + precision,
                       ["--steps", "40", "--warmup", "8", "--eval-every", "0",
-                       "--eval-batches", "8", "--sp", "2"])
+                       "--eval-batches", "8", "--sp", "2", "--precision", precision])
     print(out)
     val = rows[-1].get("val_loss")
     unigram = None
@@ -112,7 +117,8 @@ def learning(weft, mpirun, outdir):
             unigram = float(line.split("unigram ")[1].split()[0])
     assert val is not None and unigram is not None, (val, unigram)
     margin = 0.25
-    print(f"learning: validation loss {val:.3f} nats/byte after 40 steps, unigram entropy "
+    print(f"learning ({precision}): validation loss {val:.3f} nats/byte after 40 steps, unigram "
+          f"entropy "
           f"{unigram:.3f}, required margin {margin}")
     if not val < unigram - margin:
         raise SystemExit(f"FAIL: validation loss {val:.3f} not below unigram {unigram:.3f} - "
