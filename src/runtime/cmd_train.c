@@ -5,6 +5,7 @@
  * prints the problem and exits 2 without any rank waiting in a collective. A non-finite loss
  * is seen by every rank at once (it is reduced), which all stop with exit 1 after a clean MPI
  * finalize. Anything else fails inside the library and ends the job (session.h). */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "train_opts.h"
 #include "trainer.h"
 #include "weft/check.h"
+#include "weft/checkpoint.h"
 #include "weft/tensor_file.h"
 #include "weft/timer.h"
 
@@ -22,8 +24,15 @@ static const weft_cli_command_t k_train = {
     "train", "Train the model of docs/model.md on a text corpus (dp x sp x ep ranks).", "[flags]",
     NULL};
 static const weft_cli_command_t k_eval = {
-    "eval", "Validation loss of saved parameters (--params) or of the initial model.", "[flags]",
-    NULL};
+    "eval",
+    "Validation loss of a checkpoint (--from CKPT), saved parameters (--params) or the initial "
+    "model.",
+    "[flags]", NULL};
+static const weft_cli_command_t k_finetune = {
+    "finetune",
+    "Continue training a checkpoint's model (--from CKPT) on new data with a new schedule; "
+    "--freeze keeps parameter groups fixed, --reset-optimizer starts AdamW afresh.",
+    "--from CKPT --data PATH [flags]", NULL};
 
 static void format_duration(double s, char *buf, size_t size) {
   const long t = (long)(s + 0.5);
@@ -70,14 +79,15 @@ static void write_metrics(FILE *f, const weft_step_metrics_t *s, double val_loss
 }
 
 /* Progress: one rewritten line on a terminal, plain lines every --log-every steps otherwise. */
-static void print_progress(const weft_train_opts_t *o, const weft_step_metrics_t *s, double elapsed,
-                           bool tty) {
+static void print_progress(const weft_train_opts_t *o, const weft_step_metrics_t *s,
+                           long first_step, double elapsed, bool tty) {
   const bool last = s->step == o->steps;
   if (!tty && s->step % o->log_every != 0 && s->step != 1 && !last) {
     return;
   }
   char eta[32];
-  format_duration(elapsed / (double)s->step * (double)(o->steps - s->step), eta, sizeof eta);
+  const double done = (double)(s->step - first_step);
+  format_duration(elapsed / (done > 0 ? done : 1) * (double)(o->steps - s->step), eta, sizeof eta);
   printf("%sstep %lld/%ld loss %.4f lr %.2e |g| %.3f tok/s %.0f comm %.0f%% ETA %s%s",
          tty ? "\r" : "", (long long)s->step, o->steps, s->loss, s->lr, s->grad_norm,
          s->tokens_per_s, 100.0 * s->comm_s / (s->step_s > 0 ? s->step_s : 1), eta,
@@ -108,29 +118,108 @@ static weft_status_t load_params(weft_trainer_t *t, weft_comm_t *world, const ch
 }
 
 typedef struct train_run {
+  const weft_cli_command_t *cmd;
   const weft_train_opts_t *o;
   const weft_train_plan_t *plan;
   weft_session_t *session;
   bool nonfinite;
 } train_run_t;
 
+/* SIGUSR1 (SLURM's --signal warning before the time limit) or SIGTERM: finish the step,
+ * checkpoint, exit 0. The flag is agreed over the ranks after every step, since a signal may
+ * reach the ranks at different steps. */
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int signo) { g_stop_signal = signo; }
+
+static void install_signal_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static weft_status_t stop_requested(weft_comm_t *world, bool *stop_p) {
+  int32_t mine = g_stop_signal != 0, any = 0;
+  WEFT_CHECK(
+      weft_comm_allreduce(world, &mine, &any, 1, WEFT_DTYPE_I32, WEFT_REDUCE_MAX, WEFT_MEM_HOST));
+  *stop_p = any != 0;
+  return WEFT_OK;
+}
+
+/* Where this run starts: a fine-tuning source, a checkpoint to resume, saved parameters, or
+ * the initialisation. *resumed_p: continuing an earlier run (metrics are appended). */
+static weft_status_t load_start(train_run_t *r, weft_trainer_t *t, bool *resumed_p) {
+  const weft_train_opts_t *o = r->o;
+  const bool root = r->session->boot.world_rank == 0;
+  char path[4096];
+  bool found = false;
+  int64_t step = 0;
+  *resumed_p = false;
+  if (o->from) {
+    WEFT_CHECK(weft_ckpt_resolve(o->from, NULL, path, sizeof path, &found));
+    WEFT_CHECK(weft_trainer_load(
+        t, path, o->reset_optimizer ? WEFT_LOAD_PARAMS : WEFT_LOAD_FINETUNE, &step));
+    if (root) {
+      printf("weft %s: starting from %s (step %lld)%s\n", r->cmd->name, path, (long long)step,
+             o->reset_optimizer ? " with fresh optimizer state" : "");
+    }
+    return WEFT_OK;
+  }
+  if (o->resume) {
+    WEFT_CHECK(weft_ckpt_resolve(o->resume, o->ckpt_dir, path, sizeof path, &found));
+    if (!found) {
+      if (root) {
+        printf("weft %s: no checkpoint in %s yet: starting from scratch\n", r->cmd->name,
+               o->ckpt_dir);
+      }
+      return WEFT_OK;
+    }
+    WEFT_CHECK(weft_trainer_load(t, path, WEFT_LOAD_RESUME, &step));
+    *resumed_p = true;
+    if (root) {
+      printf("weft %s: resumed from %s at step %lld\n", r->cmd->name, path, (long long)step);
+    }
+    return WEFT_OK;
+  }
+  return o->params ? load_params(t, r->session->world, o->params) : WEFT_OK;
+}
+
+static weft_status_t checkpoint(train_run_t *r, weft_trainer_t *t, long steps_done,
+                                const char *why) {
+  char path[4096];
+  const double t0 = weft_time_now();
+  WEFT_CHECK(weft_trainer_save(t, r->o->ckpt_dir, steps_done, (int)r->o->keep, path, sizeof path));
+  if (r->session->boot.world_rank == 0) {
+    printf("weft %s: checkpoint saved: %s (step %ld, %s, %.2f s)\n", r->cmd->name, path, steps_done,
+           why, weft_time_now() - t0);
+    fflush(stdout);
+  }
+  return WEFT_OK;
+}
+
 static weft_status_t train(train_run_t *r) {
   const weft_train_opts_t *o = r->o;
   const bool root = r->session->boot.world_rank == 0;
   weft_trainer_t *t = NULL;
   WEFT_CHECK(weft_trainer_create(o, r->plan, r->session->world, &t));
-  weft_status_t st = o->params ? load_params(t, r->session->world, o->params) : WEFT_OK;
+  install_signal_handlers();
+  bool resumed = false;
+  weft_status_t st = load_start(r, t, &resumed);
   FILE *metrics = NULL;
   if (st == WEFT_OK && root) {
     print_start(o, r->plan, t);
-    if (o->metrics && !(metrics = fopen(o->metrics, "w"))) {
-      fprintf(stderr, "weft train: cannot write --metrics '%s'\n", o->metrics);
+    if (o->metrics && !(metrics = fopen(o->metrics, resumed ? "a" : "w"))) {
+      fprintf(stderr, "weft %s: cannot write --metrics '%s'\n", r->cmd->name, o->metrics);
     }
   }
   const bool tty = root && isatty(STDOUT_FILENO);
   const double t0 = weft_time_now();
+  const long first = (long)weft_trainer_start_step(t);
   double val = 0.0 / 0.0;
-  for (long step = 0; step < o->steps && st == WEFT_OK; step++) {
+  for (long step = first; step < o->steps && st == WEFT_OK; step++) {
     weft_step_metrics_t m;
     st = weft_trainer_step(t, step, &m);
     if (st != WEFT_OK) {
@@ -139,38 +228,56 @@ static weft_status_t train(train_run_t *r) {
     if (m.nonfinite) {
       if (root) {
         fprintf(stderr,
-                "\nweft train: non-finite loss at step %ld (loss %g, gradient norm %g); the "
+                "\nweft %s: non-finite loss at step %ld (loss %g, gradient norm %g); the "
                 "parameters were not updated. Lower --lr or check the data.\n",
-                step + 1, m.loss, m.grad_norm);
+                r->cmd->name, step + 1, m.loss, m.grad_norm);
       }
       r->nonfinite = true;
       break;
     }
-    const bool eval_now =
-        (o->eval_every > 0 && (step + 1) % o->eval_every == 0) || step + 1 == o->steps;
+    const bool last = step + 1 == o->steps;
+    const bool eval_now = (o->eval_every > 0 && (step + 1) % o->eval_every == 0) || last;
     val = 0.0 / 0.0;
     if (eval_now && o->eval_batches > 0) {
       st = weft_trainer_evaluate(t, o->eval_batches, &val);
     }
     if (root) {
-      print_progress(o, &m, weft_time_now() - t0, tty);
+      print_progress(o, &m, first, weft_time_now() - t0, tty);
       if (val == val) {
         printf("%sstep %ld: validation loss %.4f nats/byte (unigram %.3f)\n", tty ? "\n" : "",
                step + 1, val, weft_trainer_unigram_nats(t));
       }
       write_metrics(metrics, &m, val);
     }
+    bool signalled = false;
+    if (st == WEFT_OK) {
+      st = stop_requested(r->session->world, &signalled);
+    }
+    const bool stop = signalled || (o->stop_at > 0 && step + 1 == o->stop_at);
+    if (st == WEFT_OK && o->ckpt_dir &&
+        (stop || last || (o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0))) {
+      st = checkpoint(r, t, step + 1, signalled ? "signal" : stop ? "--stop-at" : "scheduled");
+    }
+    if (stop && !last) {
+      if (root) {
+        printf("weft %s: stopping after step %ld (%s)%s\n", r->cmd->name, step + 1,
+               signalled ? "signal" : "--stop-at",
+               o->ckpt_dir ? "" : "; no --ckpt-dir, so no checkpoint");
+      }
+      break;
+    }
   }
   if (st == WEFT_OK && !r->nonfinite && o->save) {
     st = save_params(t, r->session->world, o->save, o);
     if (st == WEFT_OK && root) {
-      printf("weft train: parameters saved to %s\n", o->save);
+      printf("weft %s: parameters saved to %s\n", r->cmd->name, o->save);
     }
   }
   if (root) {
     char took[32];
     format_duration(weft_time_now() - t0, took, sizeof took);
-    printf("weft train: %s after %s\n", st == WEFT_OK && !r->nonfinite ? "done" : "stopped", took);
+    printf("weft %s: %s after %s\n", r->cmd->name,
+           st == WEFT_OK && !r->nonfinite ? "done" : "stopped", took);
   }
   if (metrics) {
     fclose(metrics);
@@ -185,6 +292,20 @@ static int run_command(const weft_cli_command_t *cmd, int argc, char **argv, boo
   if (rc >= 0) {
     return rc;
   }
+  if (cmd == &k_finetune && !o.from) {
+    fprintf(stderr, "weft finetune: --from CKPT is required (a checkpoint file or directory)\n");
+    return WEFT_EXIT_USAGE;
+  }
+  if (cmd != &k_finetune && (o.freeze || o.reset_optimizer)) {
+    fprintf(stderr, "weft %s: --freeze and --reset-optimizer belong to weft finetune\n", cmd->name);
+    return WEFT_EXIT_USAGE;
+  }
+  if (cmd == &k_train && o.from) {
+    fprintf(stderr,
+            "weft train: --from starts a new run from a checkpoint: use weft finetune "
+            "(or --resume to continue the same run)\n");
+    return WEFT_EXIT_USAGE;
+  }
   weft_session_t session;
   weft_session_start(&session, cmd->name, &argc, &argv, o.device);
   weft_train_plan_t plan;
@@ -193,14 +314,19 @@ static int run_command(const weft_cli_command_t *cmd, int argc, char **argv, boo
     weft_session_end(&session, WEFT_OK);
     return rc;
   }
-  train_run_t run = {.o = &o, .plan = &plan, .session = &session};
+  train_run_t run = {.cmd = cmd, .o = &o, .plan = &plan, .session = &session};
   weft_status_t st = WEFT_OK;
   if (!eval) {
     st = train(&run);
   } else {
     weft_trainer_t *t = NULL;
     st = weft_trainer_create(&o, &plan, session.world, &t);
-    if (st == WEFT_OK && o.params) {
+    if (st == WEFT_OK && o.from) {
+      char path[4096];
+      bool found = false;
+      st = weft_ckpt_resolve(o.from, NULL, path, sizeof path, &found);
+      if (st == WEFT_OK) st = weft_trainer_load(t, path, WEFT_LOAD_PARAMS, NULL);
+    } else if (st == WEFT_OK && o.params) {
       st = load_params(t, session.world, o.params);
     }
     double val = 0;
@@ -222,3 +348,5 @@ static int run_command(const weft_cli_command_t *cmd, int argc, char **argv, boo
 int weft_cmd_train(int argc, char **argv) { return run_command(&k_train, argc, argv, false); }
 
 int weft_cmd_eval(int argc, char **argv) { return run_command(&k_eval, argc, argv, true); }
+
+int weft_cmd_finetune(int argc, char **argv) { return run_command(&k_finetune, argc, argv, false); }

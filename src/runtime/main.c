@@ -7,7 +7,12 @@
 static const weft_cli_command_t k_commands[] = {
     {"train", "Train the model (docs/model.md) with data, sequence and expert parallelism.",
      "[flags] (see docs/training.md)", weft_cmd_train},
-    {"eval", "Validation loss of saved parameters (--params FILE.h5).", "[flags]", weft_cmd_eval},
+    {"finetune", "Fine-tune a checkpoint on new data (--from CKPT, --freeze GROUPS).",
+     "--from CKPT --data PATH [flags]", weft_cmd_finetune},
+    {"eval", "Validation loss of a checkpoint (--from) or parameters (--params).", "[flags]",
+     weft_cmd_eval},
+    {"ckpt", "Inspect, verify or export a checkpoint: `weft ckpt info|verify|export PATH`.",
+     "info|verify|export PATH [--output OUT.h5]", weft_cmd_ckpt},
     {"info", "Print each rank's host, local rank, device, transports and mesh.",
      "[--device auto|cpu|cuda] [--dp N --sp N --ep N --ulysses N]", weft_cmd_info},
     {"env", "List every WEFT_* environment variable with its value, default and help.", "",

@@ -1,6 +1,9 @@
 /* Training options: flag table, --config JSON files, and the checks (see train_opts.h). */
 #include "train_opts.h"
 
+#include "weft/checkpoint.h"
+#include "weft/tensor_file.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -48,12 +51,13 @@ void weft_train_opts_defaults(weft_train_opts_t *o) {
                            .seed = 1234,
                            .eval_every = 50,
                            .eval_batches = 4,
+                           .keep = 3,
                            .log_every = 10,
                            .deterministic = false};
 }
 
 /* The flag table over `o` (static storage: one table per process is enough). */
-#define FLAG_CAPACITY 48
+#define FLAG_CAPACITY 64
 
 static size_t flag_table(weft_train_opts_t *o, weft_cli_flag_t **flags_p) {
   static weft_cli_flag_t flags[FLAG_CAPACITY];
@@ -107,6 +111,19 @@ static size_t flag_table(weft_train_opts_t *o, weft_cli_flag_t **flags_p) {
       {"params", 0, WEFT_CLI_STRING, &o->params, "FILE.h5", "start from saved parameters"},
       {"deterministic", 0, WEFT_CLI_BOOL, &o->deterministic, NULL,
        "fixed-order gradient reduction: bitwise reproducible for a world size and seed"},
+      {"ckpt-dir", 0, WEFT_CLI_STRING, &o->ckpt_dir, "DIR", "checkpoint directory"},
+      {"ckpt-every", 0, WEFT_CLI_INT, &o->ckpt_every, "S",
+       "checkpoint every S steps (0 = at the end and on signals only)"},
+      {"keep", 0, WEFT_CLI_INT, &o->keep, "K", "checkpoints kept in --ckpt-dir (3)"},
+      {"resume", 0, WEFT_CLI_STRING, &o->resume, "auto|PATH",
+       "continue from a checkpoint (auto: --ckpt-dir's latest, if any)"},
+      {"stop-at", 0, WEFT_CLI_INT, &o->stop_at, "S",
+       "stop after step S as if signalled (checkpoint, exit 0)"},
+      {"from", 0, WEFT_CLI_STRING, &o->from, "CKPT", "finetune: checkpoint to start from"},
+      {"freeze", 0, WEFT_CLI_STRING, &o->freeze, "GROUPS",
+       "finetune: groups kept fixed (embed,head,norm,attn,ffn,moe,router,experts,layers.A-B)"},
+      {"reset-optimizer", 0, WEFT_CLI_BOOL, &o->reset_optimizer, NULL,
+       "finetune: fresh AdamW state instead of the checkpoint's"},
   };
   const size_t count = sizeof table / sizeof table[0];
   memcpy(flags, table, sizeof table);
@@ -169,6 +186,54 @@ static int apply_config(const weft_cli_command_t *command, const weft_cli_flag_t
   return -1;
 }
 
+/* finetune and eval --from: the checkpoint's model shape becomes the default, so the command
+ * line need not repeat it (and cannot silently differ from it by omission). */
+static int apply_checkpoint_model(const weft_cli_command_t *command, const weft_cli_flag_t *flags,
+                                  size_t count, const char *spec) {
+  static const char *const keys[] = {"dim",     "layers", "heads",   "kv-heads",
+                                     "experts", "topk",   "ffn-dim", "moe-layers"};
+  char path[4096];
+  bool found = false;
+  weft_tensor_file_t *file = NULL;
+  char *text = NULL;
+  if (weft_ckpt_resolve(spec, NULL, path, sizeof path, &found) != WEFT_OK ||
+      weft_tensor_file_open(path, WEFT_TENSOR_FILE_READ, NULL, &file) != WEFT_OK ||
+      weft_tensor_file_attr_read_str(file, NULL, "config", &text) != WEFT_OK) {
+    weft_tensor_file_close(file);
+    fprintf(stderr,
+            "weft %s: --from '%s' is not a readable weft checkpoint (see the message "
+            "above)\n",
+            command->name, spec);
+    return WEFT_EXIT_USAGE;
+  }
+  weft_tensor_file_close(file);
+  /* The tree stays alive for the process: string settings point into it. */
+  cJSON *root = cJSON_Parse(text);
+  free(text);
+  if (!cJSON_IsObject(root)) {
+    fprintf(stderr, "weft %s: --from '%s': its config attribute is not JSON\n", command->name,
+            path);
+    cJSON_Delete(root);
+    return WEFT_EXIT_USAGE;
+  }
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+    char value[64];
+    const char *v = value;
+    if (cJSON_IsString(item)) {
+      v = item->valuestring;
+    } else if (cJSON_IsNumber(item)) {
+      snprintf(value, sizeof value, "%.17g", item->valuedouble);
+    } else {
+      continue;
+    }
+    if (weft_cli_set_flag(command, flags, count, keys[i], v) != WEFT_OK) {
+      return WEFT_EXIT_USAGE;
+    }
+  }
+  return -1;
+}
+
 int weft_train_opts_parse(const weft_cli_command_t *command, weft_train_opts_t *o,
                           const weft_cli_flag_t *extra, size_t extra_count, int argc, char **argv) {
   weft_cli_flag_t *flags = NULL;
@@ -176,7 +241,22 @@ int weft_train_opts_parse(const weft_cli_command_t *command, weft_train_opts_t *
   for (size_t i = 0; i < extra_count && count < FLAG_CAPACITY; i++) {
     flags[count++] = extra[i];
   }
-  /* The file first, so that flags given on the command line override it. */
+  /* A --from checkpoint's model first, then the file, so that flags given on the command line
+   * override both. */
+  for (int i = 1; i < argc; i++) {
+    const char *from = NULL;
+    if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
+      from = argv[i + 1];
+    } else if (strncmp(argv[i], "--from=", 7) == 0) {
+      from = argv[i] + 7;
+    }
+    if (from) {
+      const int rc = apply_checkpoint_model(command, flags, count, from);
+      if (rc >= 0) {
+        return rc;
+      }
+    }
+  }
   for (int i = 1; i < argc; i++) {
     const char *path = NULL;
     if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
@@ -298,6 +378,28 @@ weft_status_t weft_train_opts_resolve(const weft_train_opts_t *o, int world_size
     FAIL("--lr %g, --weight-decay %g and --clip %g must be finite and >= 0", o->lr, o->weight_decay,
          o->clip);
   }
+  if (o->ckpt_every < 0 || o->keep < 1 || o->stop_at < 0) {
+    FAIL("--ckpt-every %ld and --stop-at %ld must be >= 0 and --keep %ld >= 1", o->ckpt_every,
+         o->stop_at, o->keep);
+  }
+  if ((o->ckpt_every > 0 || o->stop_at > 0) && !o->ckpt_dir) {
+    FAIL("--ckpt-every and --stop-at need --ckpt-dir DIR");
+  }
+  if (o->resume && strcmp(o->resume, "auto") == 0 && !o->ckpt_dir) {
+    FAIL("--resume auto needs --ckpt-dir DIR");
+  }
+  if (o->freeze && *o->freeze) {
+    char groups[256];
+    snprintf(groups, sizeof groups, "%s", o->freeze);
+    for (char *save = NULL, *g = strtok_r(groups, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
+      if (!weft_train_freeze_group_valid(g, m->layers)) {
+        FAIL(
+            "--freeze '%s': unknown group '%s' (embed, head, norm, attn, ffn, moe, router, "
+            "experts, layers.N, layers.A-B with layer numbers below %d)",
+            o->freeze, g, m->layers);
+      }
+    }
+  }
   if (!(o->val_fraction >= 0 && o->val_fraction <= 0.5)) {
     FAIL("--val-fraction %g must be in 0 .. 0.5", o->val_fraction);
   }
@@ -354,4 +456,20 @@ int weft_train_resolve_or_exit(const weft_cli_command_t *cmd, const weft_train_o
     return WEFT_EXIT_USAGE;
   }
   return -1;
+}
+
+bool weft_train_freeze_group_valid(const char *g, int layers) {
+  static const char *const names[] = {"embed", "head", "norm",   "attn",
+                                      "ffn",   "moe",  "router", "experts"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if (strcmp(g, names[i]) == 0) {
+      return true;
+    }
+  }
+  int a = -1, b = -1, used = 0;
+  if (sscanf(g, "layers.%d-%d%n", &a, &b, &used) == 2 && g[used] == '\0') {
+    return a >= 0 && a <= b && b < layers;
+  }
+  used = 0;
+  return sscanf(g, "layers.%d%n", &a, &used) == 1 && g[used] == '\0' && a >= 0 && a < layers;
 }

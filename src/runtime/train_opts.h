@@ -34,6 +34,10 @@ typedef struct weft_train_opts {
   const char *device, *precision, *metrics, *config, *save, *params;
   long seed, eval_every, eval_batches, log_every;
   bool deterministic;
+  /* checkpoints and fine-tuning */
+  const char *ckpt_dir, *resume, *from, *freeze;
+  long ckpt_every, keep, stop_at;
+  bool reset_optimizer;
 } weft_train_opts_t;
 
 /* What the options resolve to for a world of `world_size` ranks. */
@@ -67,6 +71,10 @@ weft_status_t weft_train_opts_resolve(const weft_train_opts_t *opts, int world_s
  * the caller ends the session with WEFT_OK and returns the exit code given; -1 = go on. */
 int weft_train_resolve_or_exit(const weft_cli_command_t *command, const weft_train_opts_t *opts,
                                const weft_session_t *session, weft_train_plan_t *plan);
+
+/* Whether `group` is a --freeze group for a model of `layers` layers: embed, head, norm,
+ * attn, ffn, moe, router, experts, layers.N or layers.A-B. */
+bool weft_train_freeze_group_valid(const char *group, int layers);
 
 /* The options as one JSON object (the keys of --config), for metrics and file attributes.
  * Returns a malloc'd string (NULL when out of memory). */

@@ -1,5 +1,6 @@
 /* The trainer (see trainer.h). */
 #include "trainer.h"
+#include "trainer_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -12,26 +13,6 @@
 #include "weft/log.h"
 #include "weft/mesh.h"
 #include "weft/timer.h"
-
-/* Gradients are all-reduced in buckets of this many floats (16 MiB): big enough that each
- * call runs at link bandwidth, small enough that the --deterministic path's gather buffer
- * (P buckets) stays modest. */
-#define BUCKET_FLOATS ((int64_t)4 << 20)
-
-struct weft_trainer {
-  weft_train_opts_t opts;
-  weft_train_plan_t plan;
-  weft_comm_t *world;
-  weft_mesh_t *mesh;
-  weft_kernel_ctx_t *ctx;
-  weft_data_t *data;
-  weft_model_t *model;
-  float *m_rep, *v_rep, *m_exp, *v_exp; /* AdamW moments, same layout as the regions */
-  uint8_t *windows;                     /* [rows, N + 1] */
-  int32_t *ids, *targets;               /* [T] */
-  float *stage, *gather;                /* --deterministic: [bucket], [P * bucket] host */
-  const uint8_t *given;                 /* weft_trainer_gradients' windows [G, N + 1] */
-};
 
 static weft_status_t alloc_zero(const weft_device_t *dev, int64_t count, float **p) {
   const size_t bytes = (size_t)(count > 0 ? count : 1) * sizeof(float);
@@ -66,15 +47,18 @@ weft_status_t weft_trainer_create(const weft_train_opts_t *opts, const weft_trai
   if (st == WEFT_OK) {
     st = weft_model_init(t->model, (uint64_t)opts->seed);
   }
-  int64_t rep = 0, exp = 0;
   if (st == WEFT_OK) {
-    weft_model_region(t->model, false, false, &rep);
-    weft_model_region(t->model, true, false, &exp);
-    st = alloc_zero(dev, rep, &t->m_rep);
+    st = trainer_freeze(t, opts->freeze);
   }
-  if (st == WEFT_OK) st = alloc_zero(dev, rep, &t->v_rep);
-  if (st == WEFT_OK) st = alloc_zero(dev, exp, &t->m_exp);
-  if (st == WEFT_OK) st = alloc_zero(dev, exp, &t->v_exp);
+  /* AdamW moments per trainable parameter; a frozen one has none (no optimizer memory). */
+  const int n_params = st == WEFT_OK ? weft_model_param_count(t->model) : 0;
+  for (int i = 0; i < n_params && st == WEFT_OK; i++) {
+    if (!t->frozen[i]) {
+      const int64_t numel = weft_model_param(t->model, i)->numel;
+      st = alloc_zero(dev, numel, &t->m[i]);
+      if (st == WEFT_OK) st = alloc_zero(dev, numel, &t->v[i]);
+    }
+  }
   const int64_t T = st == WEFT_OK ? weft_model_local_tokens(t->model) : 0;
   if (st == WEFT_OK) {
     t->windows = malloc((size_t)plan->rows * (size_t)(opts->seq + 1));
@@ -101,14 +85,14 @@ void weft_trainer_destroy(weft_trainer_t *t) {
   if (!t) {
     return;
   }
-  weft_model_destroy(t->model);
   if (t->ctx) {
     const weft_device_t *dev = weft_kernel_ctx_device(t->ctx);
-    weft_device_free(dev, t->m_rep);
-    weft_device_free(dev, t->v_rep);
-    weft_device_free(dev, t->m_exp);
-    weft_device_free(dev, t->v_exp);
+    for (int i = 0; i < MODEL_MAX_TRAINER_PARAMS; i++) {
+      weft_device_free(dev, t->m[i]);
+      weft_device_free(dev, t->v[i]);
+    }
   }
+  weft_model_destroy(t->model);
   weft_kernel_ctx_destroy(t->ctx);
   weft_data_close(t->data);
   weft_mesh_destroy(t->mesh);
@@ -259,9 +243,16 @@ static weft_status_t gradients(weft_trainer_t *t, int64_t step, fill_fn fill,
   out->allreduce_s = weft_time_now() - ar0;
   WEFT_CHECK(sum_doubles(t->world, sums, 4));
   /* Global norm: the replicated region is the same everywhere; experts are split over ep. */
+  /* Over the trainable parameters only (a frozen one is never updated). */
   double sq_rep = 0, sq_exp = 0;
-  WEFT_CHECK(weft_sumsq(t->ctx, rep, rep_grad, &sq_rep));
-  WEFT_CHECK(weft_sumsq(t->ctx, exp, exp_grad, &sq_exp));
+  for (int i = 0; i < weft_model_param_count(t->model); i++) {
+    const weft_param_t *param = weft_model_param(t->model, i);
+    double sq = 0;
+    if (!t->frozen[i]) {
+      WEFT_CHECK(weft_sumsq(t->ctx, param->numel, param->grad, &sq));
+    }
+    *(param->expert ? &sq_exp : &sq_rep) += sq;
+  }
   WEFT_CHECK(sum_doubles(t->mesh->ep, &sq_exp, 1));
   const weft_model_config_t *mc = weft_model_config(t->model);
   out->step = step + 1;
@@ -302,22 +293,19 @@ weft_status_t weft_trainer_step(weft_trainer_t *t, int64_t step, weft_step_metri
                          ? (float)(t->opts.clip / out->grad_norm)
                          : 1.0f;
   weft_model_t *m = t->model;
-  int64_t rep = 0;
-  const float *rep_base = weft_model_region(m, false, false, &rep);
-  const float *exp_base = weft_model_region(m, true, false, NULL);
   for (int i = 0; i < weft_model_param_count(m); i++) {
+    if (t->frozen[i]) {
+      continue;
+    }
     weft_param_t *p = weft_model_param(m, i);
-    const int64_t off = p->data - (p->expert ? exp_base : rep_base);
     const weft_adamw_params_t hp = {.lr = (float)out->lr,
                                     .beta1 = 0.9f,
                                     .beta2 = 0.95f,
                                     .eps = 1e-8f,
                                     .weight_decay = p->decay ? (float)t->opts.weight_decay : 0.0f,
-                                    .step = step + 1,
+                                    .step = t->adam_base + step + 1,
                                     .grad_scale = clip};
-    WEFT_CHECK(weft_adamw_step(t->ctx, &hp, p->numel, p->data, p->grad,
-                               (p->expert ? t->m_exp : t->m_rep) + off,
-                               (p->expert ? t->v_exp : t->v_rep) + off));
+    WEFT_CHECK(weft_adamw_step(t->ctx, &hp, p->numel, p->data, p->grad, t->m[i], t->v[i]));
   }
   WEFT_CHECK(weft_kernel_ctx_synchronize(t->ctx));
   out->step_s = weft_time_now() - t0;

@@ -33,6 +33,32 @@ typedef struct weft_step_metrics {
   bool nonfinite;      /* the loss or the gradient norm is NaN or infinite: stop */
 } weft_step_metrics_t;
 
+/* ---- checkpoints (trainer_ckpt.c; docs/checkpoint-format.md) ---- */
+
+/* Saves parameters, AdamW moments (trainable parameters) and the run state after
+ * `steps_done` steps into `dir` (commit protocol of weft/checkpoint.h), keeping `keep`.
+ * Collective. [out] path: the committed file. */
+weft_status_t weft_trainer_save(weft_trainer_t *trainer, const char *dir, int64_t steps_done,
+                                int keep, char *path, size_t path_size);
+
+typedef enum weft_trainer_load_mode {
+  WEFT_LOAD_RESUME = 0,   /* parameters, moments, step: continue the same run */
+  WEFT_LOAD_FINETUNE = 1, /* parameters and moments; the new run starts at step 0 */
+  WEFT_LOAD_PARAMS = 2,   /* parameters only (fine-tuning with fresh optimizer state, eval) */
+} weft_trainer_load_mode_t;
+
+/* Loads the checkpoint at `path` at this run's mesh (any mesh can read any checkpoint),
+ * checking the model configuration, every shape and every checksum before use. Collective.
+ * [out] step_p (may be NULL): the checkpoint's step. */
+weft_status_t weft_trainer_load(weft_trainer_t *trainer, const char *path,
+                                weft_trainer_load_mode_t mode, int64_t *step_p);
+
+/* First step of this run: 0, or the step a resumed checkpoint was saved at. */
+int64_t weft_trainer_start_step(const weft_trainer_t *trainer);
+
+/* The model's shape-defining configuration as JSON (malloc'd). */
+char *weft_trainer_model_json(const weft_trainer_t *trainer);
+
 /* Builds everything. Collective over `world`. */
 weft_status_t weft_trainer_create(const weft_train_opts_t *opts, const weft_train_plan_t *plan,
                                   weft_comm_t *world, weft_trainer_t **trainer_p);

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""train.checkpoint: checkpoints of `weft train` (docs/checkpoint-format.md).
+
+usage: check_ckpt.py WEFT MPIRUN OUTDIR [--quick]
+
+  resume      16 steps straight vs 8 steps (--stop-at), then --resume auto for 8 more, at
+              dp 2 x sp 2, ep 4, --deterministic: identical losses (9 digits) and bitwise
+              identical parameters and AdamW moments in the final checkpoints
+  reshard     the step-8 checkpoint (saved at 4 ranks) resumed at 1 rank, 2 ranks (sp 2, ep 2)
+              and 3 ranks (sp 3): the loss of step 9 equals the 4-rank run's within 2e-5
+  crash       a rank killed with SIGKILL in the middle of a save (WEFT_FAULT_KILL_IN_SAVE):
+              `latest` still names the previous checkpoint, the .tmp is never loaded, and
+              --resume auto continues from the previous one
+  corrupt     a flipped byte inside /params/embed, a truncated file, another model's
+              configuration, a .tmp path: `weft ckpt verify` and --resume fail naming the
+              dataset or the file, with a non-zero exit
+  h5py        h5py reads a checkpoint and gets the tensors `weft ckpt export` writes
+  finetune    `weft finetune --freeze embed,attn` keeps those parameters bitwise unchanged and
+              trains the others; --reset-optimizer starts AdamW afresh
+--quick (sanitizer build): fewer steps, no reshard at 3 ranks.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+TINY = ["--dim", "32", "--layers", "LS", "--heads", "4", "--kv-heads", "2", "--experts", "4",
+        "--topk", "2", "--ffn-dim", "32", "--seq", "48", "--batch", "8", "--warmup", "4",
+        "--lr", "3e-3", "--eval-every", "0", "--eval-batches", "1", "--seed", "5"]
+MESH4 = ["--dp", "2", "--sp", "2", "--ep", "4"]
+RESHARD_RTOL = 2e-5
+
+
+def run(cmd, env=None, timeout=300):
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, env=env)
+
+
+def must(proc, what):
+    if proc.returncode != 0:
+        print(proc.stdout)
+        raise SystemExit(f"FAIL {what}: exit {proc.returncode}")
+    return proc.stdout
+
+
+def metrics(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def datasets(path):
+    import h5py
+    import numpy
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, numpy.array(o))
+                     if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def train(ctx, np_, args, env=None):
+    return run([ctx["mpirun"], str(np_), ctx["weft"], "train"] + TINY + args, env=env)
+
+
+def test_resume(ctx, steps):
+    d = ctx["dir"]
+    half = steps // 2
+    a_dir, b_dir = os.path.join(d, "straight"), os.path.join(d, "stopped")
+    a_m, b_m = os.path.join(d, "straight.jsonl"), os.path.join(d, "stopped.jsonl")
+    common = MESH4 + ["--steps", str(steps), "--deterministic", "--ckpt-every", str(half)]
+    must(train(ctx, 4, common + ["--ckpt-dir", a_dir, "--metrics", a_m]), "straight run")
+    out = must(train(ctx, 4, common + ["--ckpt-dir", b_dir, "--metrics", b_m,
+                                       "--stop-at", str(half)]), "run stopped at half")
+    assert "stopping after step" in out, out
+    out = must(train(ctx, 4, common + ["--ckpt-dir", b_dir, "--metrics", b_m,
+                                       "--resume", "auto"]), "resumed run")
+    assert f"resumed from {b_dir}/step-{half:08d}.h5 at step {half}" in out, out
+    a, b = metrics(a_m), metrics(b_m)
+    assert len(a) == steps and len(b) == steps, (len(a), len(b))
+    for ra, rb in zip(a, b):
+        if ra["loss"] != rb["loss"] or ra["grad_norm"] != rb["grad_norm"]:
+            raise SystemExit(f"FAIL resume: step {ra['step']}: {ra['loss']} vs {rb['loss']}")
+    fa = datasets(os.path.join(a_dir, f"step-{steps:08d}.h5"))
+    fb = datasets(os.path.join(b_dir, f"step-{steps:08d}.h5"))
+    assert fa.keys() == fb.keys() and len(fa) > 24, fa.keys()
+    for name in fa:
+        if fa[name].tobytes() != fb[name].tobytes():
+            raise SystemExit(f"FAIL resume: {name} differs after resuming")
+    print(f"ok resume: {steps} steps straight == {half} + {half} resumed: equal losses, "
+          f"{len(fa)} datasets (parameters and AdamW moments) bitwise equal")
+    ctx["half_ckpt"] = os.path.join(a_dir, f"step-{half:08d}.h5")
+    ctx["straight"] = a
+    ctx["half"] = half
+
+
+def test_reshard(ctx, quick):
+    half, want = ctx["half"], ctx["straight"][ctx["half"]]["loss"]
+    meshes = [(1, ["--ep", "1"]), (2, ["--sp", "2", "--ep", "2"])]
+    if not quick:
+        meshes.append((3, ["--sp", "3", "--ep", "1"]))
+    for np_, mesh in meshes:
+        m = os.path.join(ctx["dir"], f"reshard{np_}.jsonl")
+        out = must(train(ctx, np_, mesh + ["--steps", str(half + 1), "--resume", ctx["half_ckpt"],
+                                           "--metrics", m]), f"reshard to {np_} ranks")
+        assert f"at step {half}" in out, out
+        got = metrics(m)[-1]
+        err = abs(got["loss"] - want) / abs(want)
+        print(f"{'ok' if err <= RESHARD_RTOL else 'FAIL'} reshard: saved at 4 ranks, step "
+              f"{half + 1} at {np_} ranks {' '.join(mesh)}: loss {got['loss']:.8f} vs "
+              f"{want:.8f} (relative {err:.1e})")
+        if err > RESHARD_RTOL:
+            raise SystemExit("FAIL reshard")
+
+
+def test_crash(ctx):
+    d = os.path.join(ctx["dir"], "crash")
+    args = MESH4 + ["--steps", "6", "--ckpt-dir", d, "--ckpt-every", "2"]
+    must(train(ctx, 4, args + ["--stop-at", "2"]), "run before the crash")
+    env = dict(os.environ, WEFT_FAULT_KILL_IN_SAVE="1")
+    proc = train(ctx, 4, args + ["--resume", "auto"], env=env)
+    if proc.returncode == 0:
+        raise SystemExit("FAIL crash: the run with a killed rank exited 0")
+    with open(os.path.join(d, "latest")) as f:
+        latest = f.read().strip()
+    tmp = [n for n in os.listdir(d) if n.endswith(".tmp")]
+    assert latest == "step-00000002.h5", latest
+    assert tmp == ["step-00000004.h5.tmp"], tmp
+    bad = run([ctx["weft"], "ckpt", "verify", os.path.join(d, tmp[0])])
+    assert bad.returncode != 0 and "unfinished checkpoint" in bad.stdout, bad.stdout
+    out = must(train(ctx, 4, args + ["--resume", "auto"]), "resume after the crash")
+    assert "resumed from" in out and "step-00000002.h5 at step 2" in out, out
+    assert not [n for n in os.listdir(d) if n.endswith(".tmp")], os.listdir(d)
+    print(f"ok crash: rank 1 killed while saving step 4 (exit {proc.returncode}); latest = "
+          f"{latest}, {tmp[0]} refused, resumed from step 2 and the .tmp cleaned up")
+
+
+def flip_byte(path, dataset):
+    import h5py
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset()
+    with open(path, "r+b") as f:
+        f.seek(offset + 100)
+        b = f.read(1)
+        f.seek(offset + 100)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def test_corrupt(ctx):
+    d = ctx["dir"]
+    src = ctx["half_ckpt"]
+    flipped = os.path.join(d, "flipped.h5")
+    shutil.copy(src, flipped)
+    flip_byte(flipped, "/params/embed")
+    truncated = os.path.join(d, "truncated.h5")
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(truncated, "wb") as f:
+        f.write(data[: len(data) // 2])
+    cases = [
+        ("flipped byte: verify", [ctx["weft"], "ckpt", "verify", flipped], "/params/embed"),
+        ("flipped byte: resume", [ctx["mpirun"], "2", ctx["weft"], "train"] + TINY +
+         ["--steps", "9", "--sp", "2", "--resume", flipped], "/params/embed"),
+        ("truncated: verify", [ctx["weft"], "ckpt", "verify", truncated], "truncated.h5"),
+        ("truncated: resume", [ctx["mpirun"], "2", ctx["weft"], "train"] + TINY +
+         ["--steps", "9", "--resume", truncated], "truncated.h5"),
+        ("other model", [ctx["mpirun"], "2", ctx["weft"], "train"] + TINY +
+         ["--steps", "9", "--dim", "48", "--resume", src], "another model"),
+        (".tmp file", [ctx["weft"], "ckpt", "verify", src + ".tmp"], ".tmp"),
+    ]
+    for what, cmd, needle in cases:
+        if what == ".tmp file":
+            shutil.copy(src, src + ".tmp")
+        proc = run(cmd)
+        if proc.returncode == 0 or needle not in proc.stdout:
+            print(proc.stdout)
+            raise SystemExit(f"FAIL corrupt ({what}): exit {proc.returncode}, '{needle}' "
+                             f"{'found' if needle in proc.stdout else 'not in the output'}")
+        line = [l for l in proc.stdout.splitlines() if needle in l][0].strip()
+        print(f"ok corrupt ({what}): exit {proc.returncode}: {line[:160]}")
+    os.remove(src + ".tmp")
+
+
+def test_h5py(ctx):
+    exported = os.path.join(ctx["dir"], "exported.h5")
+    must(run([ctx["weft"], "ckpt", "export", ctx["half_ckpt"], "--output", exported]), "export")
+    ck, ex = datasets(ctx["half_ckpt"]), datasets(exported)
+    params = {k: v for k, v in ck.items() if k.startswith("params/")}
+    assert params.keys() == ex.keys() and params, (params.keys(), ex.keys())
+    for name in params:
+        if params[name].tobytes() != ex[name].tobytes():
+            raise SystemExit(f"FAIL h5py: {name} differs between h5py and weft ckpt export")
+    print(f"ok h5py: {len(params)} parameter tensors read by h5py equal weft ckpt export's")
+
+
+def test_finetune(ctx):
+    d = os.path.join(ctx["dir"], "ft")
+    base = ["--steps", "3", "--eval-every", "0", "--ckpt-dir", d, "--sp", "2"]
+    for extra in (["--freeze", "embed,attn"], ["--freeze", "layers.1", "--reset-optimizer"]):
+        shutil.rmtree(d, ignore_errors=True)
+        out = must(run([ctx["mpirun"], "2", ctx["weft"], "finetune", "--from", ctx["half_ckpt"],
+                        "--data", "/usr/share/common-licenses"] + base + extra),
+                   f"finetune {' '.join(extra)}")
+        assert "starting from" in out, out
+        before, after = datasets(ctx["half_ckpt"]), datasets(os.path.join(d, "step-00000003.h5"))
+        frozen = extra[1].split(",")
+
+        def is_frozen(name):
+            n = name[len("params/"):]
+            return any((g == "embed" and n == "embed") or (g == "attn" and ".attn." in n) or
+                       (g == "layers.1" and n.startswith("layers.1.")) for g in frozen)
+        names = [k for k in before if k.startswith("params/")]
+        kept = [k for k in names if is_frozen(k)]
+        for k in names:
+            same = before[k].tobytes() == after[k].tobytes()
+            if is_frozen(k) != same:
+                raise SystemExit(f"FAIL finetune {extra}: {k} {'changed' if not same else 'did not change'}")
+        moments = [k for k in after if k.startswith("optim/m/")]
+        assert all(not is_frozen("params/" + k[len("optim/m/"):]) for k in moments), moments
+        print(f"ok finetune {' '.join(extra)}: {len(kept)} frozen tensors bitwise unchanged, "
+              f"{len(names) - len(kept)} trained; no optimizer state for frozen ones")
+
+
+def main():
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        print("skipped: python3-h5py missing")
+        return 77
+    weft, mpirun, outdir = sys.argv[1:4]
+    quick = "--quick" in sys.argv[4:]
+    shutil.rmtree(outdir, ignore_errors=True)
+    os.makedirs(outdir)
+    ctx = {"weft": weft, "mpirun": mpirun, "dir": outdir}
+    test_resume(ctx, 8 if quick else 16)
+    test_reshard(ctx, quick)
+    test_crash(ctx)
+    test_corrupt(ctx)
+    test_h5py(ctx)
+    test_finetune(ctx)
+    print("train.checkpoint: all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
