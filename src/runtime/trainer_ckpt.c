@@ -7,10 +7,10 @@
  * a checksum per dataset). weft draws no random numbers during training (the data order is a
  * function of seed and step), so the step is the whole data cursor and there is no RNG state.
  *
- * Slabs: a replicated tensor is written by world rank 0 and read whole by every rank; an
- * expert tensor's rows (experts) are written by the first rank of each set of ranks holding
- * the same experts and read by every rank for its own experts. Reading at another mesh is the
- * same code with other slabs (resharding by hyperslab). */
+ * Slabs: the rows of a replicated tensor are written in equal shares by every rank and read
+ * whole by every rank; an expert tensor's rows (experts) are written by the first rank of each
+ * set of ranks holding the same experts and read by every rank for its own experts. Reading at
+ * another mesh is the same code with other slabs (resharding by hyperslab). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +37,11 @@ static void set_free(ckpt_set_t *s) {
   memset(s, 0, sizeof *s);
 }
 
-static weft_status_t set_build(weft_trainer_t *t, bool with_optim, ckpt_set_t *s) {
+/* for_save: every rank writes an equal share of the rows of each replicated tensor (all hold
+ * it), so a save runs at the ranks' combined write bandwidth instead of rank 0's; an expert
+ * tensor's rows are written by the first of the ranks holding them. Loading: replicated
+ * tensors are read whole by every rank, experts by rows. */
+static weft_status_t set_build(weft_trainer_t *t, bool with_optim, bool for_save, ckpt_set_t *s) {
   weft_model_t *m = t->model;
   const int n = weft_model_param_count(m);
   s->tensors = calloc((size_t)(3 * n), sizeof *s->tensors);
@@ -45,7 +49,7 @@ static weft_status_t set_build(weft_trainer_t *t, bool with_optim, ckpt_set_t *s
   if (!s->tensors || !s->device) {
     return WEFT_ERR_NO_MEMORY;
   }
-  const bool world_root = weft_comm_rank(t->world) == 0;
+  const int64_t rank = weft_comm_rank(t->world), ranks = weft_comm_size(t->world);
   const bool expert_owner = weft_comm_rank(t->mesh->ep_replica) == 0;
   int64_t staged = 0;
   for (int pass = 0; pass < (with_optim ? 3 : 1); pass++) {
@@ -61,11 +65,20 @@ static weft_status_t set_build(weft_trainer_t *t, bool with_optim, ckpt_set_t *s
       for (int d = 0; d < 4; d++) {
         c->shape[d] = d < p->ndim ? p->shape[d] : 1;
       }
-      c->start = p->slice_start;
-      c->rows = p->local_shape[0];
-      c->owner = p->expert ? expert_owner : world_root;
-      s->device[s->count] = pass == 0 ? p->data : pass == 1 ? t->m[i] : t->v[i];
-      staged += p->numel;
+      float *local = pass == 0 ? p->data : pass == 1 ? t->m[i] : t->v[i];
+      if (p->expert || !for_save) {
+        c->start = p->slice_start;
+        c->rows = p->local_shape[0];
+        c->owner = p->expert ? expert_owner : rank == 0;
+        s->device[s->count] = local;
+      } else { /* rows [r R / P, (r + 1) R / P) of a replicated tensor */
+        const int64_t R = p->shape[0];
+        c->start = rank * R / ranks;
+        c->rows = (rank + 1) * R / ranks - c->start;
+        c->owner = true;
+        s->device[s->count] = local + c->start * weft_ckpt_row_elems(c);
+      }
+      staged += c->rows * weft_ckpt_row_elems(c);
       s->count++;
     }
   }
@@ -125,7 +138,7 @@ weft_status_t weft_trainer_save(weft_trainer_t *t, const char *dir, int64_t step
   char mesh[160];
   snprintf(mesh, sizeof mesh, "{\"world\":%d,\"dp\":%d,\"sp\":%d,\"ep\":%d}",
            weft_comm_size(t->world), t->plan.mesh.dp, t->plan.mesh.sp, t->plan.mesh.ep);
-  weft_status_t st = config && model ? set_build(t, true, &set) : WEFT_ERR_NO_MEMORY;
+  weft_status_t st = config && model ? set_build(t, true, true, &set) : WEFT_ERR_NO_MEMORY;
   if (st == WEFT_OK) {
     st = set_copy(t, &set, true);
   }
@@ -178,7 +191,7 @@ weft_status_t weft_trainer_load(weft_trainer_t *t, const char *path, weft_traine
     worst = WEFT_ERR_COMM;
   }
   st = (weft_status_t)worst;
-  if (st == WEFT_OK) st = set_build(t, mode != WEFT_LOAD_PARAMS, &set);
+  if (st == WEFT_OK) st = set_build(t, mode != WEFT_LOAD_PARAMS, false, &set);
   if (st == WEFT_OK) st = weft_ckpt_read(file, set.tensors, set.count);
   if (st == WEFT_OK) st = set_copy(t, &set, false); /* only verified data reaches the model */
   set_free(&set);
