@@ -20,13 +20,6 @@
 
 /* ---- checksum ------------------------------------------------------------------------ */
 
-static uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 int64_t weft_ckpt_row_elems(const weft_ckpt_tensor_t *t) {
   int64_t n = 1;
   for (int d = 1; d < t->ndim; d++) {
@@ -35,17 +28,29 @@ int64_t weft_ckpt_row_elems(const weft_ckpt_tensor_t *t) {
   return n;
 }
 
+/* Element i with bit pattern b contributes (b + 1) k_i, k_i = ((i + 1) * golden) | 1: one
+ * multiply-add per element (the checksum must not cost more than reading the bytes). k_i is
+ * odd, so changing any single element (|delta b| < 2^32) always changes the sum mod 2^64;
+ * several changes cancel only when their deltas satisfy one linear relation mod 2^64. */
 uint64_t weft_ckpt_checksum_rows(const weft_ckpt_tensor_t *t, int64_t start, int64_t rows,
                                  const float *data) {
   const int64_t per_row = weft_ckpt_row_elems(t);
   const uint64_t first = (uint64_t)(start * per_row);
-  uint64_t sum = 0;
-  for (int64_t e = 0; e < rows * per_row; e++) {
-    uint32_t bits;
-    memcpy(&bits, &data[e], sizeof bits);
-    sum += splitmix64(splitmix64(first + (uint64_t)e) ^ bits);
+  const uint32_t *bits = (const uint32_t *)(const void *)data;
+  const int64_t n = rows * per_row;
+  uint64_t sum[4] = {0, 0, 0, 0}; /* independent lanes: the adds need not wait on each other */
+  int64_t e = 0;
+  for (; e + 4 <= n; e += 4) {
+    for (int j = 0; j < 4; j++) {
+      const uint64_t i = first + (uint64_t)(e + j);
+      sum[j] += ((uint64_t)bits[e + j] + 1) * (((i + 1) * 0x9E3779B97F4A7C15ull) | 1);
+    }
   }
-  return sum;
+  for (; e < n; e++) {
+    const uint64_t i = first + (uint64_t)e;
+    sum[0] += ((uint64_t)bits[e] + 1) * (((i + 1) * 0x9E3779B97F4A7C15ull) | 1);
+  }
+  return sum[0] + sum[1] + sum[2] + sum[3];
 }
 
 /* Wrapping sum over the ranks of each of `count` partial checksums (allgathered as int64 bit

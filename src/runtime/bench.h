@@ -7,5 +7,6 @@ int weft_bench_linear(int argc, char **argv);
 int weft_bench_attention(int argc, char **argv);
 int weft_bench_moe(int argc, char **argv);
 int weft_bench_train(int argc, char **argv);
+int weft_bench_ckpt(int argc, char **argv);
 
 #endif /* WEFT_BENCH_H */

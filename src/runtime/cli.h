@@ -64,6 +64,7 @@ int weft_cmd_bench(int argc, char **argv);
 int weft_cmd_check(int argc, char **argv);
 int weft_cmd_train(int argc, char **argv);
 int weft_cmd_eval(int argc, char **argv);
+int weft_cmd_generate(int argc, char **argv);
 int weft_cmd_finetune(int argc, char **argv);
 int weft_cmd_ckpt(int argc, char **argv);
 

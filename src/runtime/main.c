@@ -11,6 +11,8 @@ static const weft_cli_command_t k_commands[] = {
      "--from CKPT --data PATH [flags]", weft_cmd_finetune},
     {"eval", "Validation loss of a checkpoint (--from) or parameters (--params).", "[flags]",
      weft_cmd_eval},
+    {"generate", "Generate text from a checkpoint (KV cache; greedy or top-k sampling).",
+     "--ckpt FILE.h5 --prompt TEXT [flags] (see docs/generation.md)", weft_cmd_generate},
     {"ckpt", "Inspect, verify or export a checkpoint: `weft ckpt info|verify|export PATH`.",
      "info|verify|export PATH [--output OUT.h5]", weft_cmd_ckpt},
     {"info", "Print each rank's host, local rank, device, transports and mesh.",

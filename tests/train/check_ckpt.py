@@ -192,7 +192,19 @@ def test_h5py(ctx):
     for name in params:
         if params[name].tobytes() != ex[name].tobytes():
             raise SystemExit(f"FAIL h5py: {name} differs between h5py and weft ckpt export")
-    print(f"ok h5py: {len(params)} parameter tensors read by h5py equal weft ckpt export's")
+    # The checksum attribute follows docs/checkpoint-format.md's formula.
+    import h5py
+    import numpy as np
+    with h5py.File(ctx["half_ckpt"], "r") as f, np.errstate(over="ignore"):
+        for name in params:
+            b = np.asarray(f[name]).view(np.uint32).ravel().astype(np.uint64)
+            i = np.arange(1, b.size + 1, dtype=np.uint64)
+            k = (i * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+            want = int(((b + np.uint64(1)) * k).sum(dtype=np.uint64))
+            if want != int(f[name].attrs["checksum"]) % 2**64:
+                raise SystemExit(f"FAIL h5py: {name}: checksum differs from the documented one")
+    print(f"ok h5py: {len(params)} parameter tensors read by h5py equal weft ckpt export's; "
+          f"their checksums match docs/checkpoint-format.md's formula")
 
 
 def test_finetune(ctx):

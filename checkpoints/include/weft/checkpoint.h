@@ -7,10 +7,10 @@
  * ranks own which rows so that every element has exactly one owner, and passes attributes.
  *
  * Integrity: every dataset carries an int64 attribute `checksum`: the wrapping 64-bit sum over
- * its elements of mix(global element index, the element's 32 bits) (a strong 64-bit mixer).
- * The sum is order-free, so each owner adds its own rows and the partial sums are combined
- * exactly, at any world size; one flipped bit anywhere changes it (with probability
- * 1 - 2^-64). Loading recomputes it from the rows the owners read and compares before the data
+ * its elements of (bits + 1) * k_i, k_i an odd key of the global element index i
+ * (docs/checkpoint-format.md). The sum is order-free, so each owner adds its own rows and the
+ * partial sums combine exactly at any world size; a change to any single element always
+ * changes it. Loading recomputes it from the rows the owners read and compares before the data
  * is handed back; `weft_ckpt_verify` reads everything.
  *
  * Commit protocol: the file is written as DIR/step-NNNNNNNN.h5.tmp, closed (HDF5 flushes),

@@ -1,0 +1,210 @@
+/* `weft bench ckpt`: checkpoint save and load bandwidth next to a raw sequential write and
+ * read of the same bytes on the same disk, in the same run (docs/benchmarks.md,
+ * "Checkpoints").
+ *
+ * The checkpoint is --tensors f32 tensors of --bytes in all, each split by rows over the ranks
+ * (what a save of replicated parameters does: every rank writes an equal share) and saved
+ * with the real commit protocol (weft_ckpt_save: collective HDF5 write, checksums, fsync,
+ * rename, latest). Loading reads the same slabs back and verifies every checksum
+ * (weft_ckpt_read). The baseline: rank 0 alone writes the same number of bytes to a plain file
+ * with write() in 8 MiB pieces and fsync()s it, then reads it back with read(). Both reads hit
+ * whatever the page cache holds (this benchmark cannot drop caches), so read numbers compare
+ * like with like but can exceed the disk. Medians over --iters repetitions. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "session.h"
+#include "weft/check.h"
+#include "weft/checkpoint.h"
+#include "weft/log.h"
+#include "weft/timer.h"
+
+#define CMD   "weft bench ckpt"
+#define CHUNK ((size_t)8 << 20)
+
+static const weft_cli_command_t k_command = {
+    "bench ckpt", "Checkpoint save/load GB/s next to a raw sequential write/read of the bytes.",
+    "[--bytes SIZE] [--tensors N] [--dir DIR] [-n ITERS] [--json]", NULL};
+
+typedef struct bench_opts {
+  size_t bytes;
+  long tensors, iters;
+  const char *dir, *device;
+  bool json;
+} bench_opts_t;
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, long n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Raw sequential write + fsync and read of `bytes` from one file, on this process. */
+static weft_status_t raw_io(const char *path, size_t bytes, double *write_s, double *read_s) {
+  char *buf = malloc(CHUNK);
+  if (!buf) {
+    return WEFT_ERR_NO_MEMORY;
+  }
+  memset(buf, 0x5a, CHUNK);
+  weft_status_t st = WEFT_OK;
+  double t0 = weft_time_now();
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  for (size_t done = 0; fd >= 0 && done < bytes && st == WEFT_OK;) {
+    const size_t n = bytes - done < CHUNK ? bytes - done : CHUNK;
+    const ssize_t w = write(fd, buf, n);
+    st = w > 0 ? WEFT_OK : WEFT_ERR_IO;
+    done += w > 0 ? (size_t)w : 0;
+  }
+  if (fd < 0 || fsync(fd) != 0 || close(fd) != 0 || st != WEFT_OK) {
+    WEFT_ERROR("bench", "raw write of '%s' failed: %s", path, strerror(errno));
+    free(buf);
+    return WEFT_ERR_IO;
+  }
+  *write_s = weft_time_now() - t0;
+  t0 = weft_time_now();
+  fd = open(path, O_RDONLY);
+  for (ssize_t r = 1; fd >= 0 && r > 0;) {
+    r = read(fd, buf, CHUNK);
+  }
+  if (fd >= 0) {
+    close(fd);
+  }
+  *read_s = weft_time_now() - t0;
+  unlink(path);
+  free(buf);
+  return fd >= 0 ? WEFT_OK : WEFT_ERR_IO;
+}
+
+static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
+  const int rank = s->boot.world_rank, P = s->boot.world_size;
+  const int64_t cols = 1024;
+  const int64_t rows = (int64_t)(o->bytes / 4 / (size_t)cols / (size_t)o->tensors);
+  if (rows < 1) {
+    WEFT_ERROR("bench", "--bytes %zu is too small for %ld tensors of 1024 columns", o->bytes,
+               o->tensors);
+    return WEFT_ERR_INVALID_ARG;
+  }
+  weft_ckpt_tensor_t *t = calloc((size_t)o->tensors, sizeof *t);
+  const int64_t my_rows_max = rows / P + 1;
+  float *data = malloc((size_t)(my_rows_max * cols * o->tensors) * sizeof(float));
+  if (!t || !data) {
+    free(t);
+    free(data);
+    return WEFT_ERR_NO_MEMORY;
+  }
+  for (long i = 0; i < o->tensors; i++) {
+    snprintf(t[i].name, sizeof t[i].name, "/params/tensor%03ld", i);
+    t[i].ndim = 2;
+    t[i].shape[0] = rows;
+    t[i].shape[1] = cols;
+    t[i].start = rank * rows / P;
+    t[i].rows = (rank + 1) * rows / P - t[i].start;
+    t[i].owner = true;
+    t[i].data = data + i * my_rows_max * cols;
+    for (int64_t e = 0; e < t[i].rows * cols; e++) {
+      t[i].data[e] = (float)((t[i].start * cols + e) % 977) * 0.25f;
+    }
+  }
+  const double total = (double)(rows * cols * o->tensors * 4);
+  double *save = calloc((size_t)o->iters, sizeof *save), *load = calloc((size_t)o->iters, 8);
+  double *raw_w = calloc((size_t)o->iters, 8), *raw_r = calloc((size_t)o->iters, 8);
+  weft_status_t st = save && load && raw_w && raw_r ? WEFT_OK : WEFT_ERR_NO_MEMORY;
+  char path[4096], raw[4096];
+  snprintf(raw, sizeof raw, "%s/raw-%d.bin", o->dir, getpid());
+  const weft_ckpt_meta_t meta = {
+      .step = 1, .config_json = "{}", .model_json = "{}", .mesh_json = "{}", .fault_kill_rank = -1};
+  for (long it = 0; it < o->iters && st == WEFT_OK; it++) {
+    weft_comm_barrier(s->world);
+    double t0 = weft_time_now();
+    st = weft_ckpt_save(s->world, o->dir, &meta, t, (int)o->tensors, 1, path, sizeof path);
+    weft_comm_barrier(s->world);
+    save[it] = weft_time_now() - t0;
+    weft_tensor_file_t *file = NULL;
+    t0 = weft_time_now();
+    if (st == WEFT_OK) st = weft_ckpt_open(s->world, path, &file);
+    if (st == WEFT_OK) st = weft_ckpt_read(file, t, (int)o->tensors);
+    if (file) weft_tensor_file_close(file);
+    weft_comm_barrier(s->world);
+    load[it] = weft_time_now() - t0;
+    if (st == WEFT_OK && rank == 0) {
+      st = raw_io(raw, (size_t)total, &raw_w[it], &raw_r[it]);
+    }
+  }
+  if (st == WEFT_OK && rank == 0) {
+    const double sv = median(save, o->iters), ld = median(load, o->iters);
+    const double rw = median(raw_w, o->iters), rr = median(raw_r, o->iters);
+    if (o->json) {
+      printf(
+          "{\"bench\":\"ckpt\",\"ranks\":%d,\"bytes\":%.0f,\"tensors\":%ld,\"iters\":%ld,"
+          "\"save_s\":%.6f,\"load_s\":%.6f,\"raw_write_s\":%.6f,\"raw_read_s\":%.6f,"
+          "\"save_gbps\":%.4f,\"load_gbps\":%.4f,\"raw_write_gbps\":%.4f,"
+          "\"raw_read_gbps\":%.4f,\"save_ratio\":%.3f,\"load_ratio\":%.3f}\n",
+          P, total, o->tensors, o->iters, sv, ld, rw, rr, total / sv / 1e9, total / ld / 1e9,
+          total / rw / 1e9, total / rr / 1e9, rw / sv, rr / ld);
+    } else {
+      printf(
+          "weft bench ckpt: %d ranks, %.1f MB in %ld tensors (%s)\n"
+          "  save %.3f s = %.2f GB/s, raw sequential write %.2f GB/s: %.0f%%\n"
+          "  load %.3f s = %.2f GB/s (checksums verified), raw read %.2f GB/s: %.0f%%\n",
+          P, total / 1e6, o->tensors, o->dir, sv, total / sv / 1e9, total / rw / 1e9, 100 * rw / sv,
+          ld, total / ld / 1e9, total / rr / 1e9, 100 * rr / ld);
+    }
+    fflush(stdout);
+  }
+  if (rank == 0 && st == WEFT_OK) { /* leave no benchmark files behind */
+    char latest[4200];
+    snprintf(latest, sizeof latest, "%s/latest", o->dir);
+    unlink(path);
+    unlink(latest);
+  }
+  free(save);
+  free(load);
+  free(raw_w);
+  free(raw_r);
+  free(t);
+  free(data);
+  return st;
+}
+
+int weft_bench_ckpt(int argc, char **argv) {
+  bench_opts_t o = {
+      .bytes = (size_t)256 << 20, .tensors = 16, .iters = 3, .dir = NULL, .device = "cpu"};
+  const weft_cli_flag_t flags[] = {
+      {"bytes", 'b', WEFT_CLI_SIZE, &o.bytes, "SIZE", "checkpoint size (256M)"},
+      {"tensors", 0, WEFT_CLI_INT, &o.tensors, "N", "tensors in it (16)"},
+      {"dir", 0, WEFT_CLI_STRING, &o.dir, "DIR", "where to write (a new directory under $TMPDIR)"},
+      {"iters", 'n', WEFT_CLI_INT, &o.iters, "N", "repetitions, median reported (3)"},
+      {"json", 0, WEFT_CLI_BOOL, &o.json, NULL, "one JSON object on stdout"},
+  };
+  bool help = false;
+  if (weft_cli_parse(&k_command, flags, sizeof flags / sizeof flags[0], argc, argv, &help) !=
+      WEFT_OK) {
+    return WEFT_EXIT_USAGE;
+  }
+  if (help) {
+    return WEFT_EXIT_OK;
+  }
+  if (o.tensors < 1 || o.iters < 1) {
+    fprintf(stderr, CMD ": --tensors %ld and --iters %ld must be >= 1\n", o.tensors, o.iters);
+    return WEFT_EXIT_USAGE;
+  }
+  char dir[4096];
+  if (!o.dir) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/weft-bench-ckpt", tmp && *tmp ? tmp : "/tmp");
+    o.dir = dir;
+  }
+  weft_session_t session;
+  weft_session_start(&session, "bench ckpt", &argc, &argv, o.device);
+  return weft_session_end(&session, run(&o, &session));
+}
