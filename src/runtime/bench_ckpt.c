@@ -147,8 +147,8 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
       printf(
           "{\"bench\":\"ckpt\",\"ranks\":%d,\"bytes\":%.0f,\"tensors\":%ld,\"iters\":%ld,"
           "\"save_s\":%.6f,\"load_s\":%.6f,\"raw_write_s\":%.6f,\"raw_read_s\":%.6f,"
-          "\"save_gbps\":%.4f,\"load_gbps\":%.4f,\"raw_write_gbps\":%.4f,"
-          "\"raw_read_gbps\":%.4f,\"save_ratio\":%.3f,\"load_ratio\":%.3f}\n",
+          "\"save_gbps\":%.6f,\"load_gbps\":%.6f,\"raw_write_gbps\":%.6f,"
+          "\"raw_read_gbps\":%.6f,\"save_ratio\":%.5f,\"load_ratio\":%.5f}\n",
           P, total, o->tensors, o->iters, sv, ld, rw, rr, total / sv / 1e9, total / ld / 1e9,
           total / rw / 1e9, total / rr / 1e9, rw / sv, rr / ld);
     } else {
