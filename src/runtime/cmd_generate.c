@@ -20,6 +20,7 @@
 #include "generate.h"
 #include "session.h"
 #include "weft/check.h"
+#include "weft/checkpoint.h"
 #include "weft/env.h"
 #include "weft/tensor_file.h"
 #include "weft/timer.h"
@@ -43,7 +44,8 @@ static int parse_opts(int argc, char **argv, generate_opts_t *o) {
                          .prefill_chunk = WEFT_GENERATE_DEFAULT_CHUNK,
                          .temperature = 1.0};
   const weft_cli_flag_t flags[] = {
-      {"ckpt", 0, WEFT_CLI_STRING, &o->ckpt, "FILE.h5", "checkpoint (weft train --save)"},
+      {"ckpt", 0, WEFT_CLI_STRING, &o->ckpt, "FILE.h5",
+       "checkpoint file or directory, or weft train --save output"},
       {"prompt", 0, WEFT_CLI_STRING, &o->prompt, "TEXT", "the text to continue (its bytes)"},
       {"max-tokens", 0, WEFT_CLI_INT, &o->max_tokens, "N", "bytes to generate (64)"},
       {"temperature", 0, WEFT_CLI_DOUBLE, &o->temperature, "T",
@@ -96,6 +98,14 @@ static int parse_opts(int argc, char **argv, generate_opts_t *o) {
     fprintf(stderr, "weft generate: --ckpt '%s' cannot be read: %s\n", o->ckpt, strerror(errno));
     return WEFT_EXIT_USAGE;
   }
+  /* A checkpoint directory means the checkpoint its `latest` names. */
+  static char resolved[4096];
+  bool found = false;
+  if (weft_ckpt_resolve(o->ckpt, NULL, resolved, sizeof resolved, &found) != WEFT_OK) {
+    fprintf(stderr, "weft generate: --ckpt '%s' is not a usable checkpoint (see above)\n", o->ckpt);
+    return WEFT_EXIT_USAGE;
+  }
+  o->ckpt = resolved;
   return -1;
 }
 
