@@ -30,8 +30,13 @@
  * Cases: n = 0, 1, C-1, C, C+1, 3C+5 for C = 1, 16, 64, a chunk larger than n, the default
  * chunk; B = 2, H = 3, dk = 16, dv = 24 (and dk = dv = 64); g = 0, small decays, and mixed
  * decays with channels at -30 and -1000 per token (outputs must stay finite); random S_in
- * and dS_out. Head subsets (layout_heads > heads) are checked bitwise against whole-tensor
- * calls, see run_head_subsets. */
+ * and dS_out. The CPU kernel evaluates each chunk and channel either by GEMMs of factorised
+ * decays (when the chunk's decay is at most 60 and q, k, dA are not huge) or exactly, so two
+ * more g modes aim at that choice: chunks alternating between mild, extreme and near-bound
+ * (-59.5 and -60.5 per chunk) decays in one call, and decays at the bound with k of 1e28 or
+ * dout of 1e28, which the factorised form would overflow (see case_create). Head subsets
+ * (layout_heads > heads) are checked bitwise against whole-tensor calls, see
+ * run_head_subsets, and 1 against 3 CPU threads, see run_thread_counts. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,8 +52,10 @@
 #define RTOL  1e-4
 #define FLOOR 1e-6
 
-typedef enum { G_ZERO, G_SMALL, G_MIXED } g_mode_t;
-static const char *const g_mode_name[] = {"g=0", "g small", "g mixed(-30,-1000)"};
+typedef enum { G_ZERO, G_SMALL, G_MIXED, G_CHUNKS, G_HUGE } g_mode_t;
+static const char *const g_mode_name[] = {"g=0", "g small", "g mixed(-30,-1000)",
+                                          "g per chunk (mild, extreme, at the fast bound)",
+                                          "g at the fast bound, huge k (b=0) or dout (b=1)"};
 
 /* Inputs in f32 (what the kernel sees) and their gradient seeds. */
 typedef struct gla_case {
@@ -182,13 +189,41 @@ static void case_create(gla_case_t *c, int64_t B, int64_t n, int64_t H, int64_t 
   c->s_in = rand_buf(c->ns, &st, -1, 1);
   c->ds_out = rand_buf(c->ns, &st, -1, 1);
   c->g = rand_buf(c->nk, &st, 0, 1);
+  /* The kernel's fast path takes a channel of a chunk when its decay over the chunk is at most
+   * 60 (and q, k, dA are not huge); Ce is the chunk length the kernel uses. */
+  const int64_t Ce = chunk > 0 ? chunk : 64;
   for (size_t e = 0; e < c->nk; e++) {
-    int64_t i = (int64_t)(e % (size_t)dk);
+    int64_t i = (int64_t)(e % (size_t)dk), t = (int64_t)(e / (size_t)(H * dk)) % n;
+    int64_t b = (int64_t)(e / (size_t)(n * H * dk)), ci = t / Ce;
+    bool last = t == ci * Ce + Ce - 1; /* the last token of its chunk */
     float u = c->g[e];
     if (mode == G_ZERO) c->g[e] = 0.0f;
     if (mode == G_SMALL) c->g[e] = -0.05f * u;
     if (mode == G_MIXED) c->g[e] = i % 4 == 1 ? -30.0f : i % 5 == 2 ? -1000.0f : -2.0f * u;
+    /* Chunks in turn: all mild; per channel -1000, just inside the bound (-59.5 over a chunk),
+     * just outside (-60.5) or mild; one step of -50 in the last token (so the fast path's factors
+     * span e^-25..e^25 within the chunk) or -2u. So fast and exact chunks, and fast and exact
+     * channels within one chunk, meet in one call. (A step of -50 at a token t followed by mild
+     * decays is avoided: the true dg_t is ~e^-50 while the terms that cancel in dg's identity
+     * stay O(1), leaving an absolute error ~ the FLOOR, with either path.) */
+    if (mode == G_CHUNKS && ci % 3 == 0) c->g[e] = -0.05f * u;
+    if (mode == G_CHUNKS && ci % 3 == 1)
+      c->g[e] = i % 4 == 0   ? -1000.0f
+                : i % 4 == 1 ? -59.5f / (float)Ce
+                : i % 4 == 2 ? -60.5f / (float)Ce
+                             : -0.05f * u;
+    if (mode == G_CHUNKS && ci % 3 == 2) c->g[e] = i % 2 == 0 ? (last ? -50.0f : 0.0f) : -2.0f * u;
+    /* Huge values at the decay bound, where the fast path's factors reach e^30: k of 1e28
+     * (b = 0) would make k e^30 overflow, and dout of 1e28 (b = 1) the partial sums of dA Ke
+     * (~1e28 * e^30), although every true result is finite. The kernel must route those
+     * channels to the exact path; k of 8 stays fast. */
+    if (mode == G_HUGE) {
+      c->g[e] = -59.5f / (float)Ce;
+      if (b == 0) c->k[e] *= i % 3 == 0 ? 1e28f : i % 3 == 1 ? 8.0f : 1.0f;
+    }
   }
+  if (mode == G_HUGE && B > 1)
+    for (size_t e = c->nv / (size_t)B; e < 2 * (c->nv / (size_t)B); e++) c->dout[e] *= 1e28f;
 }
 
 static void case_destroy(gla_case_t *c) {
@@ -293,6 +328,11 @@ static void run_case(weft_kernel_ctx_t *ctx, int64_t B, int64_t n, int64_t H, in
   check(5, "dk", label, dkk, ref.dk, mag.dk, c.nk, (size_t)dk);
   check(6, "dv", label, dvv, ref.dv, mag.dv, c.nv, (size_t)dv);
   for (size_t e = 0; e < c.nk; e++) dgm[e] = mag.dg[e];
+  /* With k of 1e28 the terms k_u dk_u that cancel in the kernel's dg identity are ~1e28 times
+   * dg itself; f32 keeps dg to eps of them (either path), so m includes them there. */
+  if (mode == G_HUGE)
+    for (size_t e = 0; e < c.nk; e++)
+      dgm[e] += fabs((double)c.q[e]) * mag.dq[e] + fabs((double)c.k[e]) * mag.dk[e];
   check(7, "dg", label, dg, ref.dg, dgm, c.nk, (size_t)dk);
 
   free(snf);
@@ -486,6 +526,42 @@ static void run_head_subsets(weft_kernel_ctx_t *ctx, int64_t B, int64_t n, int64
   case_destroy(&c);
 }
 
+/* The four kernels with 1 and 3 CPU threads (pairs (b, h) split unevenly over threads, each
+ * with its own scratch) must give bitwise the same results. */
+static void run_thread_counts(weft_kernel_ctx_t *ctx, int64_t B, int64_t n, int64_t H, int64_t dk,
+                              int64_t dv, int64_t chunk, uint64_t seed) {
+  char label[160];
+  snprintf(label, sizeof label, "threads B=%lld n=%lld H=%lld dk=%lld dv=%lld chunk=%lld",
+           (long long)B, (long long)n, (long long)H, (long long)dk, (long long)dv,
+           (long long)chunk);
+  gla_case_t c;
+  case_create(&c, B, n, H, dk, dv, chunk, G_CHUNKS, seed);
+  size_t nlg = (size_t)(B * H * dk);
+  const int before = weft_kernels_cpu_threads(), threads[2] = {1, 3};
+  float *res[2][8];
+  const size_t counts[8] = {c.nv, c.ns, nlg, c.ns, c.nk, c.nk, c.nv, c.nk};
+  static const char *const names[8] = {"out", "s_local", "log_gamma", "ds_local",
+                                       "dq",  "dk",      "dv",        "dg"};
+  for (int r = 0; r < 2; r++) {
+    for (int q = 0; q < 8; q++) res[r][q] = sentinel_buf(counts[q]);
+    weft_kernels_set_cpu_threads(threads[r]);
+    WT_CHECK_OK(
+        weft_gla_forward_local(ctx, &c.shape, c.q, c.k, c.v, c.g, res[r][0], res[r][1], res[r][2]));
+    WT_CHECK_OK(weft_gla_forward_correct(ctx, &c.shape, c.q, c.g, c.s_in, res[r][0]));
+    WT_CHECK_OK(weft_gla_backward_state_local(ctx, &c.shape, c.q, c.g, c.dout, res[r][3]));
+    WT_CHECK_OK(weft_gla_backward(ctx, &c.shape, c.q, c.k, c.v, c.g, c.dout, c.s_in, c.ds_out,
+                                  res[r][4], res[r][5], res[r][6], res[r][7]));
+  }
+  weft_kernels_set_cpu_threads(before);
+  for (int q = 0; q < 8; q++) {
+    WT_CHECK(memcmp(res[0][q], res[1][q], counts[q] * sizeof(float)) == 0,
+             "%s: %s differs between 1 and 3 threads", label, names[q]);
+    free(res[0][q]);
+    free(res[1][q]);
+  }
+  case_destroy(&c);
+}
+
 static void test_invalid(weft_kernel_ctx_t *ctx) {
   float x[4096] = {0};
   weft_gla_shape_t ok = {
@@ -562,16 +638,20 @@ int main(void) {
     int64_t C = chunks[ci];
     const int64_t ns[] = {0, 1, C - 1, C, C + 1, 3 * C + 5};
     for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
-      for (int mode = G_ZERO; mode <= G_MIXED; mode++)
+      for (int mode = G_ZERO; mode <= G_HUGE; mode++)
         run_case(ctx, 2, ns[ni], 3, 16, 24, C, (g_mode_t)mode, seed++);
   }
   run_case(ctx, 2, 37, 3, 16, 24, 100, G_MIXED, seed++); /* chunk > n */
   run_case(ctx, 1, 150, 2, 64, 64, 0, G_SMALL, seed++);  /* default chunk, dk = dv = 64 */
   run_case(ctx, 1, 150, 2, 64, 64, 0, G_MIXED, seed++);
+  run_case(ctx, 2, 200, 2, 64, 64, 0, G_CHUNKS, seed++);
+  run_case(ctx, 2, 150, 2, 64, 64, 0, G_HUGE, seed++);
   run_case(ctx, 1, 70, 1, 8, 40, 7, G_ZERO, seed++); /* dv > dk, odd chunk */
   run_head_subsets(ctx, 2, 70, 5, 16, 24, 16, seed++);
   run_head_subsets(ctx, 2, 0, 5, 16, 24, 16, seed++); /* n = 0: states zeroed per subset */
   run_head_subsets(ctx, 1, 9, 4, 8, 40, 0, seed++);   /* default chunk > n, dv > dk */
+  run_thread_counts(ctx, 3, 3 * 16 + 5, 3, 16, 24, 16, seed++);
+  run_thread_counts(ctx, 2, 200, 3, 32, 32, 0, seed++);
 
   static const char *const names[] = {"s_local", "S_n", "out", "dS_in", "dq", "dk", "dv", "dg"};
   printf("largest error / tolerance:");

@@ -25,8 +25,11 @@
  * All tensors are f32. Computation is chunked (chunk length `chunk`, default 64): within a
  * chunk the work is dense matrix products, across chunks a [dk, dv] state is carried, so
  * memory is O(chunk) per head beyond the inputs and outputs. Decays are applied through
- * differences of cumulative log decays inside a chunk (exp(c_t - c_s), s <= t, never
- * exp(-c)), so very negative g cannot overflow.
+ * differences of cumulative log decays inside a chunk (exp(c_t - c_s), s <= t), so very
+ * negative g cannot overflow. (The CPU kernels factor exp(c_t - c_s) into two bounded factors
+ * around the chunk's middle decay, turning the scores into GEMMs, only for the channels whose
+ * decay over the chunk and whose values keep every product far from the f32 range; the other
+ * channels take the exact path. See kernels/cpu/linear_attention_cpu.c.)
  *
  * Every function is ordered on the context's stream (see kernel_ctx.h); scratch comes from
  * the context's grow-once workspace. n may be 0 (a rank with no tokens): outputs are empty,
