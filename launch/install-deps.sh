@@ -17,6 +17,7 @@ packages=(
   python3 python3-numpy python3-h5py            # test oracles that read weft's HDF5 files
   python3-torch                                 # PyTorch reference implementations (tests/ref)
   fortunes                                      # default training corpus
+  slurm-wlm munge                               # SLURM for launch/local-slurm.sh and its test
 )
 
 sudo_cmd=()

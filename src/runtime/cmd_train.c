@@ -158,6 +158,23 @@ static weft_status_t load_start(train_run_t *r, weft_trainer_t *t, bool *resumed
   bool found = false;
   int64_t step = 0;
   *resumed_p = false;
+  /* An interrupted run (a requeued batch job) resumes its own checkpoint first; --from only
+   * says where a fine-tuning run that has none yet starts. */
+  if (o->resume) {
+    WEFT_CHECK(weft_ckpt_resolve(o->resume, o->ckpt_dir, path, sizeof path, &found));
+    if (found) {
+      WEFT_CHECK(weft_trainer_load(t, path, WEFT_LOAD_RESUME, &step));
+      *resumed_p = true;
+      if (root) {
+        printf("weft %s: resumed from %s at step %lld\n", r->cmd->name, path, (long long)step);
+      }
+      return WEFT_OK;
+    }
+    if (root && !o->from) {
+      printf("weft %s: no checkpoint in %s yet: starting from scratch\n", r->cmd->name,
+             o->ckpt_dir);
+    }
+  }
   if (o->from) {
     WEFT_CHECK(weft_ckpt_resolve(o->from, NULL, path, sizeof path, &found));
     WEFT_CHECK(weft_trainer_load(
@@ -165,22 +182,6 @@ static weft_status_t load_start(train_run_t *r, weft_trainer_t *t, bool *resumed
     if (root) {
       printf("weft %s: starting from %s (step %lld)%s\n", r->cmd->name, path, (long long)step,
              o->reset_optimizer ? " with fresh optimizer state" : "");
-    }
-    return WEFT_OK;
-  }
-  if (o->resume) {
-    WEFT_CHECK(weft_ckpt_resolve(o->resume, o->ckpt_dir, path, sizeof path, &found));
-    if (!found) {
-      if (root) {
-        printf("weft %s: no checkpoint in %s yet: starting from scratch\n", r->cmd->name,
-               o->ckpt_dir);
-      }
-      return WEFT_OK;
-    }
-    WEFT_CHECK(weft_trainer_load(t, path, WEFT_LOAD_RESUME, &step));
-    *resumed_p = true;
-    if (root) {
-      printf("weft %s: resumed from %s at step %lld\n", r->cmd->name, path, (long long)step);
     }
     return WEFT_OK;
   }

@@ -15,6 +15,11 @@
 
 #define DEFAULT_CORPUS "/usr/share/games/fortunes"
 
+/* The parsed --config file and --from checkpoint configuration stay alive for the process
+ * (string settings point into them); held here so that they are reachable, not leaked, at
+ * exit. */
+static cJSON *g_kept_trees[2];
+
 void weft_train_opts_defaults(weft_train_opts_t *o) {
   *o = (weft_train_opts_t){.dim = 128,
                            .heads = 4,
@@ -149,13 +154,14 @@ static int apply_config(const weft_cli_command_t *command, const weft_cli_flag_t
     fprintf(stderr, "weft %s: --config '%s' is larger than 64 KiB\n", command->name, path);
     return WEFT_EXIT_USAGE;
   }
-  /* The tree stays alive for the process: string settings point into it. */
   cJSON *root = cJSON_Parse(text);
+  g_kept_trees[0] = root;
   if (!cJSON_IsObject(root)) {
     const char *at = cJSON_GetErrorPtr();
     fprintf(stderr, "weft %s: --config '%s' is not a JSON object%s%.20s%s\n", command->name, path,
             at ? " (near '" : "", at ? at : "", at ? "')" : "");
     cJSON_Delete(root);
+    g_kept_trees[0] = NULL;
     return WEFT_EXIT_USAGE;
   }
   for (const cJSON *item = root->child; item; item = item->next) {
@@ -207,13 +213,14 @@ static int apply_checkpoint_model(const weft_cli_command_t *command, const weft_
     return WEFT_EXIT_USAGE;
   }
   weft_tensor_file_close(file);
-  /* The tree stays alive for the process: string settings point into it. */
   cJSON *root = cJSON_Parse(text);
+  g_kept_trees[1] = root;
   free(text);
   if (!cJSON_IsObject(root)) {
     fprintf(stderr, "weft %s: --from '%s': its config attribute is not JSON\n", command->name,
             path);
     cJSON_Delete(root);
+    g_kept_trees[1] = NULL;
     return WEFT_EXIT_USAGE;
   }
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
