@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "bench_util.h"
 #include "cli.h"
 #include "session.h"
 #include "weft/check.h"
@@ -38,16 +39,6 @@ typedef struct bench_opts {
   const char *dir, *device;
   bool json;
 } bench_opts_t;
-
-static int cmp_double(const void *a, const void *b) {
-  const double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, long n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Raw sequential write + fsync and read of `bytes` from one file, on this process. */
 static weft_status_t raw_io(const char *path, size_t bytes, double *write_s, double *read_s) {
@@ -141,8 +132,8 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
     }
   }
   if (st == WEFT_OK && rank == 0) {
-    const double sv = median(save, o->iters), ld = median(load, o->iters);
-    const double rw = median(raw_w, o->iters), rr = median(raw_r, o->iters);
+    const double sv = weft_bench_median(save, o->iters), ld = weft_bench_median(load, o->iters);
+    const double rw = weft_bench_median(raw_w, o->iters), rr = weft_bench_median(raw_r, o->iters);
     if (o->json) {
       printf(
           "{\"bench\":\"ckpt\",\"ranks\":%d,\"bytes\":%.0f,\"tensors\":%ld,\"iters\":%ld,"

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_util.h"
 #include "cli.h"
 #include "session.h"
 #include "train_opts.h"
@@ -29,16 +30,6 @@
 static const weft_cli_command_t k_command = {
     "bench train", "Training throughput and the compute/communication split of a step.",
     "[training flags] [--iters N] [--warmup-iters N] [--json]", NULL};
-
-static int cmp_double(const void *a, const void *b) {
-  const double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, long n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 typedef struct bench_args {
   long iters, warmup_iters;
@@ -82,8 +73,9 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
     wait[j] = all[5 * slowest + 4];
   }
   if (st == WEFT_OK && s->boot.world_rank == 0) {
-    const double step_s = median(step, a->iters), comm_s = median(comm, a->iters);
-    const double wait_s = median(wait, a->iters);
+    const double step_s = weft_bench_median(step, a->iters),
+                 comm_s = weft_bench_median(comm, a->iters);
+    const double wait_s = weft_bench_median(wait, a->iters);
     const double tokens = (double)(o->batch * o->seq);
     const weft_model_config_t *c = &p->model;
     const long long params = (long long)weft_model_global_params(weft_trainer_model(t));
@@ -101,7 +93,8 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
           (long long)c->kv_heads, (long long)c->experts, c->topk, (long long)c->ffn,
           (long long)c->seq, o->batch, p->micro_batches, params, weft_kernels_cpu_threads(),
           a->iters, step_s, tokens / step_s, step_s - comm_s - wait_s, wait_s, comm_s,
-          comm_s / step_s, median(allreduce, a->iters), median(bytes, a->iters));
+          comm_s / step_s, weft_bench_median(allreduce, a->iters),
+          weft_bench_median(bytes, a->iters));
     } else {
       printf(
           "weft bench train: %d ranks (dp %d, sp %d, ep %d), %lld parameters, %d threads "
@@ -110,7 +103,8 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
           "bytes sent by the slowest rank\n",
           s->boot.world_size, p->mesh.dp, p->mesh.sp, p->mesh.ep, params,
           weft_kernels_cpu_threads(), step_s, tokens / step_s, step_s - comm_s - wait_s, wait_s,
-          comm_s, 100.0 * comm_s / step_s, median(allreduce, a->iters), median(bytes, a->iters));
+          comm_s, 100.0 * comm_s / step_s, weft_bench_median(allreduce, a->iters),
+          weft_bench_median(bytes, a->iters));
     }
     fflush(stdout);
   }

@@ -158,3 +158,13 @@ uint32_t weft_bench_number_word(size_t esize, float value) {
   memcpy(&bits, &value, sizeof bits);
   return esize == 4 ? bits : weft_f32_to_bf16(value);
 }
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double weft_bench_median(double *v, long n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}

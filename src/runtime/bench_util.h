@@ -22,6 +22,9 @@ weft_status_t weft_bench_parse_choice(const char *text, const char *const *names
 weft_status_t weft_bench_parse_list(const char *text, const char *const *names, int count,
                                     uint32_t *mask_p, const char **bad_p, int *bad_len_p);
 
+/* Median of v [n >= 1] (sorts v in place). */
+double weft_bench_median(double *v, long n);
+
 /* bytes / seconds in GB/s (1e9 bytes per second); 0 when seconds <= 0. */
 double weft_bench_gbps(double bytes, double seconds);
 

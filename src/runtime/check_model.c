@@ -22,6 +22,7 @@
 #include "checks.h"
 #include "cli.h"
 #include "session.h"
+#include "splitmix.h"
 #include "train_opts.h"
 #include "trainer.h"
 #include "weft/check.h"
@@ -32,13 +33,6 @@ static const weft_cli_command_t k_command = {
     "One training step's loss and gradients (no update) of the model of docs/model.md on a "
     "random batch, written for comparison with tests/ref/model_ref.py.",
     "[training flags] --output OUT.h5", NULL};
-
-static uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 static weft_status_t write_batch(weft_tensor_file_t *f, const uint8_t *windows, long count,
                                  int64_t seq) {
@@ -107,7 +101,7 @@ static weft_status_t run(const weft_train_opts_t *o, const weft_train_plan_t *p,
     return WEFT_ERR_NO_MEMORY;
   }
   for (int64_t i = 0; i < o->batch * stride; i++) {
-    windows[i] = (uint8_t)(splitmix64((uint64_t)o->seed * 0x1000193u + (uint64_t)i) >> 56);
+    windows[i] = (uint8_t)(weft_splitmix64((uint64_t)o->seed * 0x1000193u + (uint64_t)i) >> 56);
   }
   weft_trainer_t *t = NULL;
   weft_status_t st = weft_trainer_create(o, p, s->world, &t);

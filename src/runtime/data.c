@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "splitmix.h"
 #include "weft/log.h"
 
 /* Bytes inspected for a NUL to tell a binary file from text (what grep and diff also do). */
@@ -28,13 +29,6 @@ struct weft_data {
   int64_t perm_epoch;
   double unigram_nats;
 };
-
-static uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 /* Appends the file at `path` to the stream, unless it is binary. *added_p tells which. */
 static weft_status_t append_file(weft_data_t *d, const char *path, size_t *cap, bool *added_p) {
@@ -252,9 +246,9 @@ double weft_data_unigram_nats(const weft_data_t *d) { return d->unigram_nats; }
 /* Fisher-Yates over the training windows with a generator keyed by (seed, epoch). */
 static void shuffle_epoch(weft_data_t *d, int64_t epoch) {
   memcpy(d->perm, d->train, (size_t)d->n_train * sizeof *d->perm);
-  uint64_t state = splitmix64(d->cfg.seed ^ splitmix64((uint64_t)epoch + 1));
+  uint64_t state = weft_splitmix64(d->cfg.seed ^ weft_splitmix64((uint64_t)epoch + 1));
   for (int64_t i = d->n_train - 1; i > 0; --i) {
-    state = splitmix64(state);
+    state = weft_splitmix64(state);
     int64_t j = (int64_t)(state % (uint64_t)(i + 1));
     int64_t t = d->perm[i];
     d->perm[i] = d->perm[j];

@@ -37,10 +37,9 @@
 #include "weft/rmsnorm.h"
 #include "weft/rope.h"
 
-#define NORM_EPS       1e-5f /* docs/model.md: every RMSNorm */
-#define ROPE_BASE      10000.0
-#define GATE_SCALE     (1.0f / 16.0f) /* GLA's gate temperature, docs/model.md */
-#define GEN_MAX_PARAMS (16 * WEFT_MODEL_MAX_LAYERS + 8)
+#define NORM_EPS   1e-5f /* docs/model.md: every RMSNorm */
+#define ROPE_BASE  10000.0
+#define GATE_SCALE (1.0f / 16.0f) /* GLA's gate temperature, docs/model.md */
 
 typedef struct gen_param {
   char name[48]; /* "layers.0.attn.wq" */
@@ -89,7 +88,7 @@ struct weft_generator {
   const weft_device_t *dev;
   int64_t dh, capacity, chunk, length;
   int64_t *positions; /* [capacity] 0 .. capacity - 1, device memory */
-  gen_param_t params[GEN_MAX_PARAMS];
+  gen_param_t params[WEFT_MODEL_MAX_PARAMS];
   int n_params;
   float *weights; /* every parameter, in table order */
   const gen_param_t *embed, *final_norm, *lm_head;
@@ -240,56 +239,47 @@ static weft_status_t host_alloc(weft_generator_t *gen, int64_t count, size_t ele
 #define DEV(ptr, count)  WEFT_CHECK(dev_alloc(gen, (count), sizeof *(ptr), (void **)&(ptr)))
 #define HOST(ptr, count) WEFT_CHECK(host_alloc(gen, (count), sizeof *(ptr), (void **)&(ptr)))
 
-static const gen_param_t *add_param(weft_generator_t *gen, const char *name, int ndim, int64_t d0,
-                                    int64_t d1, int64_t d2) {
-  gen_param_t *p = &gen->params[gen->n_params++];
-  snprintf(p->name, sizeof p->name, "%s", name);
-  p->ndim = ndim;
-  const int64_t dims[3] = {d0, d1, d2};
-  p->numel = 1;
-  for (int i = 0; i < 3; i++) {
-    p->shape[i] = i < ndim ? dims[i] : 1;
-    p->numel *= p->shape[i];
-  }
-  p->data = NULL;
-  return p;
-}
-
-/* docs/model.md's parameter table (the order and names of model_params.c), every tensor
- * whole, in one device buffer. */
+/* docs/model.md's parameter table (weft_model_param_specs: the names, order and shapes the
+ * model and its checkpoints use), every tensor whole, in one device buffer. */
 static weft_status_t build_params(weft_generator_t *gen) {
+  static weft_param_spec_t specs[WEFT_MODEL_MAX_PARAMS];
   const weft_model_config_t *c = &gen->cfg;
-  const int64_t d = c->dim, hd = c->heads * gen->dh, f = c->ffn, E = c->experts;
-  char name[48];
-  gen->embed = add_param(gen, "embed", 2, WEFT_MODEL_VOCAB, d, 1);
+  gen->n_params = weft_model_param_specs(c, specs);
   for (int l = 0; l < c->layers; l++) {
     gen_layer_t *L = &gen->layers[l];
     L->kind = c->pattern[l];
     L->moe = c->moe_pattern[l] == 'M';
     L->kv_heads = L->kind == 'S' ? c->kv_heads : c->heads;
-    const int64_t kvd = L->kv_heads * gen->dh;
-#define NAME(suffix) (snprintf(name, sizeof name, "layers.%d.%s", l, suffix), name)
-    L->attn_norm = add_param(gen, NAME("attn_norm"), 1, d, 1, 1);
-    L->wq = add_param(gen, NAME("attn.wq"), 2, d, hd, 1);
-    L->wk = add_param(gen, NAME("attn.wk"), 2, d, kvd, 1);
-    L->wv = add_param(gen, NAME("attn.wv"), 2, d, kvd, 1);
-    L->wg = L->kind == 'L' ? add_param(gen, NAME("attn.wg"), 2, d, hd, 1) : NULL;
-    L->wo = add_param(gen, NAME("attn.wo"), 2, hd, d, 1);
-    L->ffn_norm = add_param(gen, NAME("ffn_norm"), 1, d, 1, 1);
-    if (L->moe) {
-      L->router = add_param(gen, NAME("moe.router"), 2, d, E, 1);
-      L->w1 = add_param(gen, NAME("moe.w1"), 3, E, d, f);
-      L->w3 = add_param(gen, NAME("moe.w3"), 3, E, d, f);
-      L->w2 = add_param(gen, NAME("moe.w2"), 3, E, f, d);
-    } else {
-      L->w1 = add_param(gen, NAME("ffn.w1"), 2, d, f, 1);
-      L->w3 = add_param(gen, NAME("ffn.w3"), 2, d, f, 1);
-      L->w2 = add_param(gen, NAME("ffn.w2"), 2, f, d, 1);
-    }
-#undef NAME
   }
-  gen->final_norm = add_param(gen, "final_norm", 1, d, 1, 1);
-  gen->lm_head = add_param(gen, "lm_head", 2, d, WEFT_MODEL_VOCAB, 1);
+  for (int i = 0; i < gen->n_params; i++) {
+    gen_param_t *p = &gen->params[i];
+    _Static_assert(sizeof p->name == sizeof specs[i].name, "parameter names have one size");
+    memcpy(p->name, specs[i].name, sizeof p->name);
+    p->ndim = specs[i].ndim;
+    p->numel = 1;
+    for (int j = 0; j < 3; j++) {
+      p->shape[j] = specs[i].shape[j];
+      p->numel *= p->shape[j];
+    }
+    p->data = NULL;
+    gen_layer_t *L = specs[i].layer >= 0 ? &gen->layers[specs[i].layer] : NULL;
+    switch (specs[i].role) {
+    case WEFT_PARAM_EMBED: gen->embed = p; break;
+    case WEFT_PARAM_FINAL_NORM: gen->final_norm = p; break;
+    case WEFT_PARAM_LM_HEAD: gen->lm_head = p; break;
+    case WEFT_PARAM_ATTN_NORM: L->attn_norm = p; break;
+    case WEFT_PARAM_WQ: L->wq = p; break;
+    case WEFT_PARAM_WK: L->wk = p; break;
+    case WEFT_PARAM_WV: L->wv = p; break;
+    case WEFT_PARAM_WG: L->wg = p; break;
+    case WEFT_PARAM_WO: L->wo = p; break;
+    case WEFT_PARAM_FFN_NORM: L->ffn_norm = p; break;
+    case WEFT_PARAM_ROUTER: L->router = p; break;
+    case WEFT_PARAM_W1: L->w1 = p; break;
+    case WEFT_PARAM_W3: L->w3 = p; break;
+    case WEFT_PARAM_W2: L->w2 = p; break;
+    }
+  }
   int64_t total = 0;
   for (int i = 0; i < gen->n_params; i++) {
     total += gen->params[i].numel;

@@ -67,6 +67,44 @@ weft_status_t weft_model_config_set_layers(weft_model_config_t *cfg, const char 
 weft_status_t weft_model_config_check(const weft_model_config_t *cfg, int sp, int ep, char *err,
                                       size_t err_size);
 
+/* What a parameter is in docs/model.md's table. */
+typedef enum weft_param_role {
+  WEFT_PARAM_EMBED,
+  WEFT_PARAM_ATTN_NORM,
+  WEFT_PARAM_WQ,
+  WEFT_PARAM_WK,
+  WEFT_PARAM_WV,
+  WEFT_PARAM_WG,
+  WEFT_PARAM_WO,
+  WEFT_PARAM_FFN_NORM,
+  WEFT_PARAM_ROUTER,
+  WEFT_PARAM_W1,
+  WEFT_PARAM_W3,
+  WEFT_PARAM_W2,
+  WEFT_PARAM_FINAL_NORM,
+  WEFT_PARAM_LM_HEAD,
+} weft_param_role_t;
+
+#define WEFT_MODEL_MAX_PARAMS (16 * WEFT_MODEL_MAX_LAYERS + 8)
+
+/* One entry of the parameter table, from the configuration alone (global shapes). */
+typedef struct weft_param_spec {
+  char name[48]; /* "layers.0.attn.wq" */
+  weft_param_role_t role;
+  int layer;        /* 0..L-1, or -1 for embed, final_norm, lm_head */
+  int ndim;         /* 1..3 */
+  int64_t shape[3]; /* unused dims are 1 */
+  bool expert;      /* an MoE expert tensor [E, ...] (sharded over ep) */
+  bool decay;       /* weight decay applies (matrices) */
+  double init_std;  /* 0: initialised to 1 (norm gains) */
+} weft_param_spec_t;
+
+/* docs/model.md's parameter table in its fixed order (embed, per layer attn_norm, wq, wk, wv,
+ * [wg], wo, ffn_norm, [router], w1, w3, w2, then final_norm, lm_head). The model, the
+ * checkpoints and `weft generate` all use this one list. Returns the count (at most
+ * WEFT_MODEL_MAX_PARAMS). cfg must pass weft_model_config_check. */
+int weft_model_param_specs(const weft_model_config_t *cfg, weft_param_spec_t *specs);
+
 /* One parameter tensor. */
 typedef struct weft_param {
   char name[48];          /* "layers.0.attn.wq" */

@@ -1,5 +1,6 @@
 /* Model configuration: the layer patterns and the checks every rank makes before start-up. */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,4 +115,60 @@ weft_status_t weft_model_config_check(const weft_model_config_t *cfg, int sp, in
     FAIL("--aux-weight %g and --z-weight %g must be >= 0", cfg->aux_weight, cfg->z_weight);
   }
   return WEFT_OK;
+}
+
+static weft_param_spec_t *spec(weft_param_spec_t *specs, int *n, weft_param_role_t role, int layer,
+                               const char *suffix, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                               double std) {
+  weft_param_spec_t *s = &specs[(*n)++];
+  memset(s, 0, sizeof *s);
+  if (layer < 0) {
+    snprintf(s->name, sizeof s->name, "%s", suffix);
+  } else {
+    snprintf(s->name, sizeof s->name, "layers.%d.%s", layer, suffix);
+  }
+  s->role = role;
+  s->layer = layer;
+  s->ndim = ndim;
+  const int64_t dims[3] = {d0, d1, d2};
+  for (int i = 0; i < 3; i++) {
+    s->shape[i] = i < ndim ? dims[i] : 1;
+  }
+  s->decay = ndim > 1;
+  s->init_std = std;
+  return s;
+}
+
+int weft_model_param_specs(const weft_model_config_t *c, weft_param_spec_t *specs) {
+  const int64_t d = c->dim, dh = c->dim / c->heads, hd = c->heads * dh, f = c->ffn;
+  const int64_t E = c->experts, V = WEFT_MODEL_VOCAB;
+  const double std = 0.02, out_std = 0.02 / sqrt(2.0 * c->layers);
+  int n = 0;
+  spec(specs, &n, WEFT_PARAM_EMBED, -1, "embed", 2, V, d, 1, std);
+  for (int l = 0; l < c->layers; l++) {
+    const bool linear = c->pattern[l] == 'L';
+    const int64_t kvd = (linear ? c->heads : c->kv_heads) * dh;
+    spec(specs, &n, WEFT_PARAM_ATTN_NORM, l, "attn_norm", 1, d, 1, 1, 0);
+    spec(specs, &n, WEFT_PARAM_WQ, l, "attn.wq", 2, d, hd, 1, std);
+    spec(specs, &n, WEFT_PARAM_WK, l, "attn.wk", 2, d, kvd, 1, std);
+    spec(specs, &n, WEFT_PARAM_WV, l, "attn.wv", 2, d, kvd, 1, std);
+    if (linear) {
+      spec(specs, &n, WEFT_PARAM_WG, l, "attn.wg", 2, d, hd, 1, std);
+    }
+    spec(specs, &n, WEFT_PARAM_WO, l, "attn.wo", 2, hd, d, 1, out_std);
+    spec(specs, &n, WEFT_PARAM_FFN_NORM, l, "ffn_norm", 1, d, 1, 1, 0);
+    if (c->moe_pattern[l] == 'M') {
+      spec(specs, &n, WEFT_PARAM_ROUTER, l, "moe.router", 2, d, E, 1, std);
+      spec(specs, &n, WEFT_PARAM_W1, l, "moe.w1", 3, E, d, f, std)->expert = true;
+      spec(specs, &n, WEFT_PARAM_W3, l, "moe.w3", 3, E, d, f, std)->expert = true;
+      spec(specs, &n, WEFT_PARAM_W2, l, "moe.w2", 3, E, f, d, out_std)->expert = true;
+    } else {
+      spec(specs, &n, WEFT_PARAM_W1, l, "ffn.w1", 2, d, f, 1, std);
+      spec(specs, &n, WEFT_PARAM_W3, l, "ffn.w3", 2, d, f, 1, std);
+      spec(specs, &n, WEFT_PARAM_W2, l, "ffn.w2", 2, f, d, 1, out_std);
+    }
+  }
+  spec(specs, &n, WEFT_PARAM_FINAL_NORM, -1, "final_norm", 1, d, 1, 1, 0);
+  spec(specs, &n, WEFT_PARAM_LM_HEAD, -1, "lm_head", 2, d, V, 1, std);
+  return n;
 }

@@ -6,7 +6,7 @@
 #include "model.h"
 #include "weft/moe_ep.h"
 
-#define MODEL_MAX_PARAMS (16 * WEFT_MODEL_MAX_LAYERS + 8)
+#define MODEL_MAX_PARAMS WEFT_MODEL_MAX_PARAMS
 
 /* Activations one layer keeps from its forward for its backward ([T, ...], T tokens). */
 typedef struct model_layer_saved {

@@ -6,71 +6,64 @@
 #include <string.h>
 
 #include "model_internal.h"
+#include "splitmix.h"
 #include "weft/check.h"
 #include "weft/log.h"
 
-/* Adds a parameter to the table; its slice of a region is assigned later. Experts are split
- * along dim 0 over the ep group. */
-static weft_param_t *add_param(weft_model_t *m, const char *name, int ndim, int64_t d0, int64_t d1,
-                               int64_t d2, bool expert, bool decay, double std) {
+/* The model's parameter from its table entry: experts are split along dim 0 over ep. */
+static weft_param_t *add_param(weft_model_t *m, const weft_param_spec_t *spec) {
   weft_param_t *p = &m->params[m->n_params++];
   memset(p, 0, sizeof *p);
-  snprintf(p->name, sizeof p->name, "%s", name);
-  p->ndim = ndim;
-  const int64_t dims[3] = {d0, d1, d2};
+  _Static_assert(sizeof p->name == sizeof spec->name, "parameter names have one size");
+  memcpy(p->name, spec->name, sizeof p->name);
+  p->ndim = spec->ndim;
   p->numel = 1;
   for (int i = 0; i < 3; i++) {
-    p->shape[i] = i < ndim ? dims[i] : 1;
-    p->local_shape[i] = p->shape[i];
+    p->shape[i] = spec->shape[i];
+    p->local_shape[i] = spec->shape[i];
   }
-  if (expert) {
-    const int ep = m->mesh->shape.ep;
-    p->local_shape[0] = d0 / ep;
+  if (spec->expert) {
+    p->local_shape[0] = spec->shape[0] / m->mesh->shape.ep;
     p->slice_start = (int64_t)m->mesh->ep_index * p->local_shape[0];
   }
-  for (int i = 0; i < ndim; i++) {
+  for (int i = 0; i < p->ndim; i++) {
     p->numel *= p->local_shape[i];
   }
-  p->expert = expert;
-  p->decay = decay;
-  p->init_std = std;
+  p->expert = spec->expert;
+  p->decay = spec->decay;
+  p->init_std = spec->init_std;
   return p;
 }
 
 weft_status_t model_params_build(weft_model_t *m) {
-  const weft_model_config_t *c = &m->cfg;
-  const int64_t d = c->dim, hd = c->heads * m->head_dim, f = c->ffn, E = c->experts;
-  const double std = 0.02, out_std = 0.02 / sqrt(2.0 * c->layers);
-  char name[48];
-  m->embed = add_param(m, "embed", 2, WEFT_MODEL_VOCAB, d, 1, false, true, std);
-  for (int l = 0; l < c->layers; l++) {
+  static weft_param_spec_t specs[WEFT_MODEL_MAX_PARAMS];
+  const int count = weft_model_param_specs(&m->cfg, specs);
+  for (int l = 0; l < m->cfg.layers; l++) {
     model_layer_t *L = &m->layers[l];
-    L->kind = c->pattern[l];
-    L->moe = c->moe_pattern[l] == 'M';
-    L->kv_heads = L->kind == 'S' ? c->kv_heads : c->heads;
-    const int64_t kvd = L->kv_heads * m->head_dim;
-#define NAME(suffix) (snprintf(name, sizeof name, "layers.%d.%s", l, suffix), name)
-    L->attn_norm = add_param(m, NAME("attn_norm"), 1, d, 1, 1, false, false, 0);
-    L->wq = add_param(m, NAME("attn.wq"), 2, d, hd, 1, false, true, std);
-    L->wk = add_param(m, NAME("attn.wk"), 2, d, kvd, 1, false, true, std);
-    L->wv = add_param(m, NAME("attn.wv"), 2, d, kvd, 1, false, true, std);
-    L->wg = L->kind == 'L' ? add_param(m, NAME("attn.wg"), 2, d, hd, 1, false, true, std) : NULL;
-    L->wo = add_param(m, NAME("attn.wo"), 2, hd, d, 1, false, true, out_std);
-    L->ffn_norm = add_param(m, NAME("ffn_norm"), 1, d, 1, 1, false, false, 0);
-    if (L->moe) {
-      L->router = add_param(m, NAME("moe.router"), 2, d, E, 1, false, true, std);
-      L->w1 = add_param(m, NAME("moe.w1"), 3, E, d, f, true, true, std);
-      L->w3 = add_param(m, NAME("moe.w3"), 3, E, d, f, true, true, std);
-      L->w2 = add_param(m, NAME("moe.w2"), 3, E, f, d, true, true, out_std);
-    } else {
-      L->w1 = add_param(m, NAME("ffn.w1"), 2, d, f, 1, false, true, std);
-      L->w3 = add_param(m, NAME("ffn.w3"), 2, d, f, 1, false, true, std);
-      L->w2 = add_param(m, NAME("ffn.w2"), 2, f, d, 1, false, true, out_std);
-    }
-#undef NAME
+    L->kind = m->cfg.pattern[l];
+    L->moe = m->cfg.moe_pattern[l] == 'M';
+    L->kv_heads = L->kind == 'S' ? m->cfg.kv_heads : m->cfg.heads;
   }
-  m->final_norm = add_param(m, "final_norm", 1, d, 1, 1, false, false, 0);
-  m->lm_head = add_param(m, "lm_head", 2, d, WEFT_MODEL_VOCAB, 1, false, true, std);
+  for (int i = 0; i < count; i++) {
+    weft_param_t *p = add_param(m, &specs[i]);
+    model_layer_t *L = specs[i].layer >= 0 ? &m->layers[specs[i].layer] : NULL;
+    switch (specs[i].role) {
+    case WEFT_PARAM_EMBED: m->embed = p; break;
+    case WEFT_PARAM_FINAL_NORM: m->final_norm = p; break;
+    case WEFT_PARAM_LM_HEAD: m->lm_head = p; break;
+    case WEFT_PARAM_ATTN_NORM: L->attn_norm = p; break;
+    case WEFT_PARAM_WQ: L->wq = p; break;
+    case WEFT_PARAM_WK: L->wk = p; break;
+    case WEFT_PARAM_WV: L->wv = p; break;
+    case WEFT_PARAM_WG: L->wg = p; break;
+    case WEFT_PARAM_WO: L->wo = p; break;
+    case WEFT_PARAM_FFN_NORM: L->ffn_norm = p; break;
+    case WEFT_PARAM_ROUTER: L->router = p; break;
+    case WEFT_PARAM_W1: L->w1 = p; break;
+    case WEFT_PARAM_W3: L->w3 = p; break;
+    case WEFT_PARAM_W2: L->w2 = p; break;
+    }
+  }
 
   /* Regions: parameters in table order, replicated and expert ones apart. */
   m->rep_numel = m->exp_numel = 0;
@@ -94,13 +87,6 @@ weft_status_t model_params_build(weft_model_t *m) {
 
 /* ---- initialisation --------------------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 /* FNV-1a, 64 bit. */
 static uint64_t hash_name(const char *name) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -113,8 +99,8 @@ static uint64_t hash_name(const char *name) {
 /* Element `index` of the standard normal tensor named by `key` (docs/model.md):
  * u1 in (0, 1] and u2 in [0, 1) from two counters, z = sqrt(-2 ln u1) cos(2 pi u2). */
 static double counter_normal(uint64_t key, uint64_t index) {
-  const uint64_t a = splitmix64(key ^ (2 * index));
-  const uint64_t b = splitmix64(key ^ (2 * index + 1));
+  const uint64_t a = weft_splitmix64(key ^ (2 * index));
+  const uint64_t b = weft_splitmix64(key ^ (2 * index + 1));
   const double u1 = (double)((a >> 11) + 1) * 0x1.0p-53;
   const double u2 = (double)(b >> 11) * 0x1.0p-53;
   return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
