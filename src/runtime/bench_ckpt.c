@@ -7,9 +7,10 @@
  * with the real commit protocol (weft_ckpt_save: collective HDF5 write, checksums, fsync,
  * rename, latest). Loading reads the same slabs back and verifies every checksum
  * (weft_ckpt_read). The baseline: rank 0 alone writes the same number of bytes to a plain file
- * with write() in 8 MiB pieces and fsync()s it, then reads it back with read(). Both reads hit
- * whatever the page cache holds (this benchmark cannot drop caches), so read numbers compare
- * like with like but can exceed the disk. Medians over --iters repetitions. */
+ * with write() in 8 MiB pieces and fsync()s it, then reads it back with read(). Before each
+ * read the file's pages are dropped from the page cache (posix_fadvise DONTNEED on the
+ * fsync'd file, which needs no privileges), so both reads come from the disk. Medians over
+ * --iters repetitions. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -40,6 +41,16 @@ typedef struct bench_opts {
   bool json;
 } bench_opts_t;
 
+/* Evicts a file's (clean, fsync'd) pages from the page cache, so the next read hits the disk. */
+static void drop_cached(const char *path) {
+  const int fd = open(path, O_RDONLY);
+  if (fd >= 0) {
+    fdatasync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+  }
+}
+
 /* Raw sequential write + fsync and read of `bytes` from one file, on this process. */
 static weft_status_t raw_io(const char *path, size_t bytes, double *write_s, double *read_s) {
   char *buf = malloc(CHUNK);
@@ -62,6 +73,7 @@ static weft_status_t raw_io(const char *path, size_t bytes, double *write_s, dou
     return WEFT_ERR_IO;
   }
   *write_s = weft_time_now() - t0;
+  drop_cached(path);
   t0 = weft_time_now();
   fd = open(path, O_RDONLY);
   for (ssize_t r = 1; fd >= 0 && r > 0;) {
@@ -121,6 +133,10 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
     weft_comm_barrier(s->world);
     save[it] = weft_time_now() - t0;
     weft_tensor_file_t *file = NULL;
+    if (st == WEFT_OK && rank == 0) {
+      drop_cached(path);
+    }
+    weft_comm_barrier(s->world);
     t0 = weft_time_now();
     if (st == WEFT_OK) st = weft_ckpt_open(s->world, path, &file);
     if (st == WEFT_OK) st = weft_ckpt_read(file, t, (int)o->tensors);

@@ -3,11 +3,12 @@
 
 usage: check_ckpt.py WEFT MPIRUN OUTDIR [--quick]
 
-  resume      16 steps straight vs 8 steps (--stop-at), then --resume auto for 8 more, at
-              dp 2 x sp 2, ep 4, --deterministic: identical losses (9 digits) and bitwise
+  resume      40 steps straight vs 20 steps (--stop-at), then --resume auto for 20 more, at
+              dp 2 x sp 2, ep 2, --deterministic: identical losses (9 digits) and bitwise
               identical parameters and AdamW moments in the final checkpoints
-  reshard     the step-8 checkpoint (saved at 4 ranks) resumed at 1 rank, 2 ranks (sp 2, ep 2)
-              and 3 ranks (sp 3): the loss of step 9 equals the 4-rank run's within 2e-5
+  reshard     the step-20 checkpoint (saved at 4 ranks: dp 2 x sp 2, ep 2) resumed at 1 rank,
+              2 ranks (sp 2, ep 2) and 3 ranks (sp 3); and one saved at sp 4, ep 4 resumed at
+              1 and 2 ranks: the loss of the next step equals the 4-rank run's within 2e-5
   crash       a rank killed with SIGKILL in the middle of a save (WEFT_FAULT_KILL_IN_SAVE):
               `latest` still names the previous checkpoint, the .tmp is never loaded, and
               --resume auto continues from the previous one
@@ -30,7 +31,7 @@ import sys
 TINY = ["--dim", "32", "--layers", "LS", "--heads", "4", "--kv-heads", "2", "--experts", "4",
         "--topk", "2", "--ffn-dim", "32", "--seq", "48", "--batch", "8", "--warmup", "4",
         "--lr", "3e-3", "--eval-every", "0", "--eval-batches", "1", "--seed", "5"]
-MESH4 = ["--dp", "2", "--sp", "2", "--ep", "4"]
+MESH4 = ["--dp", "2", "--sp", "2", "--ep", "2"]
 RESHARD_RTOL = 2e-5
 
 
@@ -98,18 +99,30 @@ def test_resume(ctx, steps):
 
 def test_reshard(ctx, quick):
     half, want = ctx["half"], ctx["straight"][ctx["half"]]["loss"]
+    # A second source mesh: the same run at sp 4 x ep 4, checkpointed at step `half`; its own
+    # step half + 1 is the reference for checkpoints loaded from it (20 steps on another mesh
+    # drift by ~1e-5 from the first run's losses, which is not what this test measures).
+    sp4 = os.path.join(ctx["dir"], "sp4")
+    sp4_m = os.path.join(ctx["dir"], "sp4.jsonl")
+    must(train(ctx, 4, ["--sp", "4", "--ep", "4", "--steps", str(2 * half), "--deterministic",
+                        "--ckpt-dir", sp4, "--ckpt-every", str(half), "--stop-at", str(half + 1),
+                        "--metrics", sp4_m]), "save at sp 4, ep 4")
+    sources = [("dp2 sp2 ep2", ctx["half_ckpt"], want),
+               ("sp4 ep4", os.path.join(sp4, f"step-{half:08d}.h5"), metrics(sp4_m)[half]["loss"])]
     meshes = [(1, ["--ep", "1"]), (2, ["--sp", "2", "--ep", "2"])]
     if not quick:
         meshes.append((3, ["--sp", "3", "--ep", "1"]))
-    for np_, mesh in meshes:
+    for (source, ckpt, want), (np_, mesh) in [(s, m) for s in sources for m in meshes]:
         m = os.path.join(ctx["dir"], f"reshard{np_}.jsonl")
-        out = must(train(ctx, np_, mesh + ["--steps", str(half + 1), "--resume", ctx["half_ckpt"],
-                                           "--metrics", m]), f"reshard to {np_} ranks")
+        out = must(train(ctx, np_, mesh + ["--steps", str(2 * half), "--stop-at", str(half + 1),
+                                           "--ckpt-dir", os.path.join(ctx["dir"], "rs"),
+                                           "--resume", ckpt, "--metrics", m]),
+                   f"reshard {source} to {np_} ranks")
         assert f"at step {half}" in out, out
         got = metrics(m)[-1]
         err = abs(got["loss"] - want) / abs(want)
-        print(f"{'ok' if err <= RESHARD_RTOL else 'FAIL'} reshard: saved at 4 ranks, step "
-              f"{half + 1} at {np_} ranks {' '.join(mesh)}: loss {got['loss']:.8f} vs "
+        print(f"{'ok' if err <= RESHARD_RTOL else 'FAIL'} reshard: saved at 4 ranks ({source}), "
+              f"step {half + 1} at {np_} ranks {' '.join(mesh)}: loss {got['loss']:.8f} vs "
               f"{want:.8f} (relative {err:.1e})")
         if err > RESHARD_RTOL:
             raise SystemExit("FAIL reshard")
@@ -274,7 +287,7 @@ def main():
     shutil.rmtree(outdir, ignore_errors=True)
     os.makedirs(outdir)
     ctx = {"weft": weft, "mpirun": mpirun, "dir": outdir}
-    test_resume(ctx, 8 if quick else 16)
+    test_resume(ctx, 8 if quick else 40)
     test_reshard(ctx, quick)
     test_crash(ctx)
     test_corrupt(ctx)

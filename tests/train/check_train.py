@@ -237,6 +237,16 @@ def bad_input(weft, mpirun, outdir):
             raise SystemExit(f"FAIL {what}: exit {proc.returncode}, message with '{needle}' "
                              f"{'found' if lines else 'missing'}")
         print(f"ok {what}: exit {proc.returncode}: {lines[0].strip()}")
+    # A valid --config applies, with the command line winning over it.
+    good = os.path.join(outdir, "good.json")
+    with open(good, "w") as f:
+        f.write('{"dim": 48, "kv_heads": 1, "ffn-dim": 40, "layers": "SL"}')
+    proc = run([mpirun, "2", weft, "train", "--steps", "1", "--seq", "64", "--batch", "8",
+                "--eval-every", "0", "--eval-batches", "1", "--config", good, "--layers", "LL"])
+    if proc.returncode != 0 or "d=48 layers=LL" not in proc.stdout or "heads=4/1" not in proc.stdout:
+        print(proc.stdout)
+        raise SystemExit("FAIL: --config settings were not applied")
+    print("ok --config: dim and kv_heads from the file, --layers from the command line over it")
     # A non-finite loss: a huge learning rate blows the model up within a few steps.
     proc = run([mpirun, "2", weft, "train"] + TINY + ["--lr", "1e6", "--warmup", "0",
                                                      "--clip", "0"])
