@@ -435,36 +435,44 @@ weft_status_t weft_ckpt_read(weft_tensor_file_t *file, weft_ckpt_tensor_t *tenso
   return comm ? agree(comm, st) : st;
 }
 
+weft_status_t weft_ckpt_read_whole(weft_tensor_file_t *file, const char *name,
+                                   weft_ckpt_tensor_t *t) {
+  weft_tensor_file_info_t info;
+  memset(t, 0, sizeof *t);
+  WEFT_CHECK(weft_tensor_file_query(file, name, &info));
+  if (info.dtype != WEFT_DTYPE_F32 || info.ndim < 1) {
+    WEFT_ERROR("ckpt", "'%s': dataset %s is not an f32 tensor", weft_tensor_file_path(file), name);
+    return WEFT_ERR_CORRUPT;
+  }
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->ndim = info.ndim;
+  t->owner = true;
+  int64_t numel = 1;
+  for (int d = 0; d < info.ndim; d++) {
+    t->shape[d] = info.shape[d];
+    numel *= info.shape[d];
+  }
+  t->rows = info.shape[0];
+  t->data = malloc((size_t)(numel > 0 ? numel : 1) * sizeof(float));
+  if (!t->data) {
+    return WEFT_ERR_NO_MEMORY;
+  }
+  const weft_status_t st = weft_ckpt_read(file, t, 1);
+  if (st != WEFT_OK) {
+    free(t->data);
+    t->data = NULL;
+  }
+  return st;
+}
+
 weft_status_t weft_ckpt_verify(const char *path, FILE *report) {
   weft_tensor_file_t *file = NULL;
   WEFT_CHECK(weft_ckpt_open(NULL, path, &file));
   weft_tensor_file_names_t names = {0};
   weft_status_t st = weft_tensor_file_list(file, &names);
   for (int i = 0; i < names.count && st == WEFT_OK; i++) {
-    weft_tensor_file_info_t info;
-    st = weft_tensor_file_query(file, names.names[i], &info);
-    if (st != WEFT_OK) {
-      break;
-    }
-    weft_ckpt_tensor_t t = {.ndim = info.ndim, .start = 0, .owner = true};
-    snprintf(t.name, sizeof t.name, "%s", names.names[i]);
-    int64_t numel = 1;
-    for (int d = 0; d < info.ndim; d++) {
-      t.shape[d] = info.shape[d];
-      numel *= info.shape[d];
-    }
-    t.rows = info.ndim > 0 ? info.shape[0] : 1;
-    if (info.dtype != WEFT_DTYPE_F32 || info.ndim < 1) {
-      WEFT_ERROR("ckpt", "'%s': dataset %s is not an f32 tensor", path, t.name);
-      st = WEFT_ERR_CORRUPT;
-      break;
-    }
-    t.data = malloc((size_t)(numel > 0 ? numel : 1) * sizeof(float));
-    if (!t.data) {
-      st = WEFT_ERR_NO_MEMORY;
-      break;
-    }
-    st = weft_ckpt_read(file, &t, 1);
+    weft_ckpt_tensor_t t;
+    st = weft_ckpt_read_whole(file, names.names[i], &t);
     if (st == WEFT_OK && report) {
       fprintf(report, "ok %s\n", t.name);
     }

@@ -92,19 +92,8 @@ static weft_status_t export_params(const char *path, const char *output) {
     if (strncmp(names.names[i], "/params/", 8) != 0) {
       continue;
     }
-    weft_tensor_file_info_t ti;
-    st = weft_tensor_file_query(in, names.names[i], &ti);
-    weft_ckpt_tensor_t t = {.ndim = ti.ndim, .start = 0, .owner = true};
-    snprintf(t.name, sizeof t.name, "%s", names.names[i]);
-    int64_t numel = 1;
-    for (int d = 0; d < ti.ndim; d++) {
-      t.shape[d] = ti.shape[d];
-      numel *= ti.shape[d];
-    }
-    t.rows = ti.ndim > 0 ? ti.shape[0] : 1;
-    t.data = malloc((size_t)(numel > 0 ? numel : 1) * sizeof(float));
-    if (st == WEFT_OK && !t.data) st = WEFT_ERR_NO_MEMORY;
-    if (st == WEFT_OK) st = weft_ckpt_read(in, &t, 1); /* verifies the checksum */
+    weft_ckpt_tensor_t t;
+    st = weft_ckpt_read_whole(in, names.names[i], &t); /* verifies the checksum */
     if (st == WEFT_OK) {
       st = weft_tensor_file_write(out, t.name, WEFT_DTYPE_F32, t.ndim, t.shape, t.data);
     }

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "splitmix.h"
 #include "weft/attention.h"
 #include "weft/bf16.h"
 #include "weft/check.h"
@@ -723,11 +724,11 @@ weft_status_t weft_generator_feed(weft_generator_t *gen, const int32_t *ids, int
 
 /* ---- sampling ------------------------------------------------------------------------------ */
 
+/* The next number of the sampler's splitmix64 sequence. */
 static uint64_t splitmix64_next(uint64_t *state) {
-  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  const uint64_t z = weft_splitmix64(*state);
+  *state += 0x9E3779B97F4A7C15ull;
+  return z;
 }
 
 void weft_sampler_init(weft_sampler_t *sampler, double temperature, int top_k, uint64_t seed) {

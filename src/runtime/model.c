@@ -128,7 +128,6 @@ static weft_status_t alloc_scratch(weft_model_t *m) {
   ALLOC_F32(w->dg, T * hd);
   ALLOC_F32(w->dout, T * hd);
   ALLOC_F32(w->ffn_work, 2 * T * m->cfg.ffn);
-  ALLOC_F32(w->ffn_h, T * m->cfg.ffn);
   if (m->cfg.bf16) {
     ALLOC_BF16(m->rep_bf16, m->rep_numel);
     ALLOC_BF16(m->cast[0], T * widest_operand(m));

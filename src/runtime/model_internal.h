@@ -53,8 +53,7 @@ typedef struct model_scratch {
   float *dv;       /* [T, H dh] */
   float *dg;       /* [T, H dh] */
   float *dout;     /* [T, H dh] */
-  float *ffn_h;    /* [T, f] */
-  float *ffn_work; /* [2 T f] */
+  float *ffn_work; /* [2 T f]: d(b W1) and d(b W3) of the dense FFN's backward */
   float *ones;     /* [dh] gain of the per-head norm */
   float *dummy;    /* [dh] its (discarded) gain gradient */
   float *logits;   /* [T, V] (the CE backward overwrites it with dlogits) */

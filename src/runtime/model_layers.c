@@ -151,7 +151,7 @@ static weft_status_t ffn_backward(weft_model_t *m, model_layer_t *L, const float
     return WEFT_OK;
   }
   const int64_t T = m->tokens, d = m->cfg.dim, f = m->cfg.ffn;
-  float *dact = m->scratch.ffn_work, *dgate = m->scratch.ffn_h;
+  float *dact = m->scratch.ffn_work, *dgate = m->scratch.ffn_work + T * f;
   WEFT_CHECK(proj_backward(m, T, f, d, s->f_act, L->w2, dy, 0.0f, dact));
   /* dact becomes d(b W1) in place; dgate = d(b W3) */
   WEFT_CHECK(weft_moe_swiglu_backward(m->ctx, T * f, s->f_a, s->f_b, dact, dact, dgate));

@@ -257,6 +257,25 @@ static int apply_checkpoint_model(const weft_cli_command_t *command, const weft_
   return -1;
 }
 
+/* The value of --name VALUE or --name=VALUE in argv (the last one given), or NULL: the files
+ * that supply defaults are applied before the full parse. */
+static const char *flag_value(int argc, char **argv, const char *name) {
+  const size_t len = strlen(name);
+  const char *value = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strncmp(argv[i], "--", 2) != 0 || strncmp(argv[i] + 2, name, len) != 0) {
+      continue;
+    }
+    const char *rest = argv[i] + 2 + len;
+    if (*rest == '=') {
+      value = rest + 1;
+    } else if (*rest == '\0' && i + 1 < argc) {
+      value = argv[i + 1];
+    }
+  }
+  return value;
+}
+
 int weft_train_opts_parse(const weft_cli_command_t *command, weft_train_opts_t *o,
                           const weft_cli_flag_t *extra, size_t extra_count, int argc, char **argv) {
   weft_cli_flag_t *flags = NULL;
@@ -266,32 +285,18 @@ int weft_train_opts_parse(const weft_cli_command_t *command, weft_train_opts_t *
   }
   /* A --from checkpoint's model first, then the file, so that flags given on the command line
    * override both. */
-  for (int i = 1; i < argc; i++) {
-    const char *from = NULL;
-    if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
-      from = argv[i + 1];
-    } else if (strncmp(argv[i], "--from=", 7) == 0) {
-      from = argv[i] + 7;
-    }
-    if (from) {
-      const int rc = apply_checkpoint_model(command, flags, count, from);
-      if (rc >= 0) {
-        return rc;
-      }
+  const char *from = flag_value(argc, argv, "from");
+  if (from) {
+    const int rc = apply_checkpoint_model(command, flags, count, from);
+    if (rc >= 0) {
+      return rc;
     }
   }
-  for (int i = 1; i < argc; i++) {
-    const char *path = NULL;
-    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-      path = argv[i + 1];
-    } else if (strncmp(argv[i], "--config=", 9) == 0) {
-      path = argv[i] + 9;
-    }
-    if (path) {
-      const int rc = apply_config(command, flags, count, path);
-      if (rc >= 0) {
-        return rc;
-      }
+  const char *config = flag_value(argc, argv, "config");
+  if (config) {
+    const int rc = apply_config(command, flags, count, config);
+    if (rc >= 0) {
+      return rc;
     }
   }
   bool help = false;

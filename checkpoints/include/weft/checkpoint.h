@@ -92,6 +92,11 @@ weft_status_t weft_ckpt_open(weft_comm_t *comm, const char *path, weft_tensor_fi
  * every rank and the message names the dataset. */
 weft_status_t weft_ckpt_read(weft_tensor_file_t *file, weft_ckpt_tensor_t *tensors, int count);
 
+/* Reads the whole f32 dataset `name` of a serial file into a new buffer (t->data, freed by
+ * the caller with free) and checks its checksum. On failure t->data is NULL. */
+weft_status_t weft_ckpt_read_whole(weft_tensor_file_t *file, const char *name,
+                                   weft_ckpt_tensor_t *t);
+
 /* Reads every dataset of the file at `path` (serially, on this process) and checks its
  * checksum. Prints one line per dataset to `report` when not NULL. WEFT_ERR_CORRUPT naming the
  * first bad dataset. */
