@@ -8,10 +8,11 @@
  *
  * Each operation checks its arguments on every rank, agrees on the outcome (weft_tf_agree)
  * before the collective HDF5 calls, and agrees again afterwards so that every rank returns
- * the same status. Datasets are contiguous, with no fill value written (H5D_FILL_TIME_NEVER):
- * parallel HDF5 allocates contiguous storage at creation and would otherwise write the whole
- * dataset twice. Rejected: chunked layout (see the header) and per-rank independent I/O
- * (thousands of small requests at scale). */
+ * the same status. Datasets are contiguous, allocated at creation (parallel HDF5 does so
+ * anyway; serial files do it too so that weft_tensor_file_allocate has an offset to return),
+ * with no fill value written (H5D_FILL_TIME_NEVER), which would write the whole dataset twice.
+ * Rejected: chunked layout (see the header) and per-rank independent I/O (thousands of small
+ * requests at scale). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,7 +109,8 @@ static weft_status_t tf_dataset_prepare(weft_tensor_file_t *file, const char *pa
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
   hid_t dset = H5I_INVALID_HID;
   if (space < 0 || lcpl < 0 || dcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0 ||
-      H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0) {
+      H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 ||
+      H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0) {
     st = weft_tf_h5_error(WEFT_ERR_IO, file->path, path, "cannot set up the dataset");
     goto done;
   }
@@ -262,6 +264,52 @@ weft_status_t weft_tensor_file_read_slab(weft_tensor_file_t *file, const char *n
                                          weft_dtype_t dtype, int ndim, const int64_t *global_shape,
                                          const int64_t *start, const int64_t *count, void *data) {
   return tf_io(file, name, dtype, ndim, global_shape, true, start, count, data, false);
+}
+
+/* Byte offset of an open dataset's contiguous storage, or -1 (another layout, or none). */
+static int64_t tf_storage_offset(hid_t dset) {
+  hid_t dcpl = H5Dget_create_plist(dset);
+  const bool contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS;
+  if (dcpl >= 0) H5Pclose(dcpl);
+  const haddr_t addr = contiguous ? H5Dget_offset(dset) : HADDR_UNDEF;
+  return addr == HADDR_UNDEF ? -1 : (int64_t)addr;
+}
+
+weft_status_t weft_tensor_file_allocate(weft_tensor_file_t *file, const char *name,
+                                        weft_dtype_t dtype, int ndim, const int64_t *shape,
+                                        int64_t *offset_p) {
+  char path[WEFT_TF_PATH_MAX];
+  hid_t dset = H5I_INVALID_HID;
+  *offset_p = -1;
+  weft_status_t st = weft_tf_normalize(file, name, false, path);
+  if (st == WEFT_OK && !file->writable)
+    st = weft_tf_error(WEFT_ERR_INVALID_ARG, file->path, path, "the file is open read-only");
+  if (st == WEFT_OK && weft_tf_h5_type(file, dtype) < 0)
+    st = weft_tf_error(WEFT_ERR_UNSUPPORTED, file->path, path, "dtype %s cannot be stored",
+                       weft_dtype_name(dtype));
+  if (st == WEFT_OK) st = weft_tf_check_shape(file, path, ndim, shape, "shape");
+  const uint64_t key = st == WEFT_OK ? tf_key(path, dtype, ndim, shape) : 0;
+  WEFT_CHECK(weft_tf_agree(file, st, key, st == WEFT_OK ? path : name, "allocate"));
+  st = tf_dataset_prepare(file, path, dtype, ndim, shape, &dset);
+  if (st == WEFT_OK && tf_numel(ndim, shape) > 0) {
+    *offset_p = tf_storage_offset(dset);
+    if (*offset_p < 0)
+      st = weft_tf_h5_error(WEFT_ERR_IO, file->path, path, "the dataset has no allocated storage");
+  }
+  if (dset >= 0) H5Dclose(dset);
+  return weft_tf_agree(file, st, key, path, "allocate");
+}
+
+weft_status_t weft_tensor_file_data_offset(weft_tensor_file_t *file, const char *name,
+                                           int64_t *offset_p) {
+  char path[WEFT_TF_PATH_MAX];
+  hid_t dset = H5I_INVALID_HID;
+  *offset_p = -1;
+  WEFT_CHECK(weft_tf_normalize(file, name, false, path));
+  WEFT_CHECK(weft_tf_dataset_open(file, path, &dset));
+  *offset_p = tf_storage_offset(dset);
+  H5Dclose(dset);
+  return WEFT_OK;
 }
 
 /* A tensor the module can hand to HDF5 directly: host memory, contiguous. */

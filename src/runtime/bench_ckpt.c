@@ -127,6 +127,9 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
   const weft_ckpt_meta_t meta = {
       .step = 1, .config_json = "{}", .model_json = "{}", .mesh_json = "{}", .fault_kill_rank = -1};
   for (long it = 0; it < o->iters && st == WEFT_OK; it++) {
+    if (rank == 0) {
+      sync(); /* no earlier writeback (the last file's blocks being freed) in the timings */
+    }
     weft_comm_barrier(s->world);
     double t0 = weft_time_now();
     st = weft_ckpt_save(s->world, o->dir, &meta, t, (int)o->tensors, 1, path, sizeof path);
@@ -144,6 +147,13 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
     weft_comm_barrier(s->world);
     load[it] = weft_time_now() - t0;
     if (st == WEFT_OK && rank == 0) {
+      /* Like the raw file, each save writes a new file: renaming over the last one would
+       * add the freeing of its blocks to the next save's time. */
+      char latest[4200];
+      snprintf(latest, sizeof latest, "%s/latest", o->dir);
+      unlink(path);
+      unlink(latest);
+      sync();
       st = raw_io(raw, (size_t)total, &raw_w[it], &raw_r[it]);
     }
   }
@@ -167,12 +177,6 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
           ld, total / ld / 1e9, total / rr / 1e9, 100 * rr / ld);
     }
     fflush(stdout);
-  }
-  if (rank == 0 && st == WEFT_OK) { /* leave no benchmark files behind */
-    char latest[4200];
-    snprintf(latest, sizeof latest, "%s/latest", o->dir);
-    unlink(path);
-    unlink(latest);
   }
   free(save);
   free(load);

@@ -13,9 +13,10 @@
  * changes it. Loading recomputes it from the rows the owners read and compares before the data
  * is handed back; `weft_ckpt_verify` reads everything.
  *
- * Commit protocol: the file is written as DIR/step-NNNNNNNN.h5.tmp, closed (HDF5 flushes),
- * then rank 0 fsyncs it, renames it to DIR/step-NNNNNNNN.h5, fsyncs DIR, writes DIR/latest.tmp
- * (the file name and a newline), fsyncs it, renames it over DIR/latest and fsyncs DIR again.
+ * Commit protocol: the file is written as DIR/step-NNNNNNNN.h5.tmp (metadata through HDF5,
+ * each rank's rows with pwrite at their byte offsets, then fdatasync), then rank 0 fsyncs it,
+ * renames it to DIR/step-NNNNNNNN.h5, fsyncs DIR, writes DIR/latest.tmp (the file name and a
+ * newline), fsyncs it, renames it over DIR/latest and fsyncs DIR again.
  * A crash at any point leaves `latest` naming the previous complete checkpoint; a .tmp file is
  * never loaded. Older checkpoints beyond the newest `keep` are deleted after the commit (never
  * the one `latest` names).
@@ -65,7 +66,7 @@ typedef struct weft_ckpt_meta {
   const char *model_json;  /* model configuration */
   const char *mesh_json;   /* mesh at save time */
   int fault_kill_rank;     /* testing (WEFT_FAULT_KILL_IN_SAVE): this rank of the communicator
-                              SIGKILLs itself after writing its datasets, before the commit;
+                              SIGKILLs itself after writing its rows, before the commit;
                               -1 = never */
 } weft_ckpt_meta_t;
 
@@ -75,6 +76,34 @@ typedef struct weft_ckpt_meta {
 weft_status_t weft_ckpt_save(weft_comm_t *comm, const char *dir, const weft_ckpt_meta_t *meta,
                              const weft_ckpt_tensor_t *tensors, int count, int keep, char *path,
                              size_t path_size);
+
+/* Background saves: training goes on while the bytes go to disk.
+ *
+ * weft_ckpt_writer_start copies this rank's owned rows into the writer's host buffer
+ * (computing the checksums in the same pass), creates the .tmp file with all its metadata
+ * (collective), starts a thread that writes the rows with pwrite and fdatasync, and returns:
+ * the caller may change the tensors' data at once. The thread uses neither MPI nor HDF5.
+ * weft_ckpt_writer_poll, called by every rank at the same points (e.g. after each training
+ * step), commits the save once every rank's thread has finished; with wait it waits for them.
+ * A save that fails is reported by the poll that sees it, and `latest` stays unchanged. One
+ * save is in flight at a time: start first finishes (waits for and commits) the previous one.
+ * The buffer is kept between saves: one extra copy of this rank's share of the checkpoint. */
+typedef struct weft_ckpt_writer weft_ckpt_writer_t;
+
+/* A writer for saves collective over `comm` (which must outlive it). */
+weft_status_t weft_ckpt_writer_create(weft_comm_t *comm, weft_ckpt_writer_t **writer_p);
+/* Begins a save; arguments as for weft_ckpt_save. Collective. */
+weft_status_t weft_ckpt_writer_start(weft_ckpt_writer_t *writer, const char *dir,
+                                     const weft_ckpt_meta_t *meta,
+                                     const weft_ckpt_tensor_t *tensors, int count, int keep);
+/* Commits the save in flight if every rank has written it (wait: after waiting for them).
+ * Collective; WEFT_OK doing nothing when no save is in flight. [out] committed_p (may be
+ * NULL): whether this call committed one; path (may be NULL): its file. */
+weft_status_t weft_ckpt_writer_poll(weft_ckpt_writer_t *writer, bool wait, bool *committed_p,
+                                    char *path, size_t path_size);
+/* Frees the writer. Not collective: a save still in flight is waited for but not committed
+ * (call poll with wait first); its .tmp file is deleted by the next save in that directory. */
+void weft_ckpt_writer_destroy(weft_ckpt_writer_t *writer);
 
 /* Finds the checkpoint to load. `spec` is a file path, or a directory (its `latest`), or
  * "auto" together with dir (DIR/latest; *found_p = false and WEFT_OK when there is none).

@@ -128,6 +128,25 @@ weft_status_t weft_tensor_file_read_slab(weft_tensor_file_t *file, const char *n
                                          weft_dtype_t dtype, int ndim, const int64_t *global_shape,
                                          const int64_t *start, const int64_t *count, void *data);
 
+/* ---- raw data access (for writers and readers that move the bytes themselves) ----------
+ * A dataset is stored contiguously: its elements, little-endian, in row-major order, at one
+ * byte offset of the file. A process that knows the offset can pwrite/pread the bytes with
+ * plain POSIX I/O, which is what the checkpoint writer does to write in parallel without
+ * MPI-IO's collective buffering and from a background thread (HDF5 is not thread-safe). */
+
+/* Creates dataset `name` (dtype[shape], groups on demand) with its storage allocated now and
+ * nothing written, and returns the byte offset of that storage: writing the dataset's bytes
+ * at that offset after the file is closed gives the same file as weft_tensor_file_write.
+ * *offset_p = -1 for an empty dataset (no storage). Collective like write_slab. */
+weft_status_t weft_tensor_file_allocate(weft_tensor_file_t *file, const char *name,
+                                        weft_dtype_t dtype, int ndim, const int64_t *shape,
+                                        int64_t *offset_p);
+/* Byte offset of dataset `name`'s elements when they are stored contiguously and allocated
+ * (every dataset this module writes); -1 for any other layout (a file from another tool with
+ * chunked or compact datasets), which weft_tensor_file_read_slab still reads. Independent. */
+weft_status_t weft_tensor_file_data_offset(weft_tensor_file_t *file, const char *name,
+                                           int64_t *offset_p);
+
 /* Writes a whole host tensor (contiguous, on the host or the CPU device) as dataset `name`
  * (NULL: the tensor's own name). Same rules as weft_tensor_file_write. */
 weft_status_t weft_tensor_file_write_tensor(weft_tensor_file_t *file, const char *name,
