@@ -123,6 +123,10 @@ typedef struct train_run {
   const weft_train_plan_t *plan;
   weft_session_t *session;
   bool nonfinite;
+  /* the checkpoint being written in the background, for its log line */
+  long save_step;
+  const char *save_why;
+  double save_started, save_blocked_s;
 } train_run_t;
 
 /* SIGUSR1 (SLURM's --signal warning before the time limit) or SIGTERM: finish the step,
@@ -188,17 +192,45 @@ static weft_status_t load_start(train_run_t *r, weft_trainer_t *t, bool *resumed
   return o->params ? load_params(t, r->session->world, o->params) : WEFT_OK;
 }
 
-static weft_status_t checkpoint(train_run_t *r, weft_trainer_t *t, long steps_done,
-                                const char *why) {
-  char path[4096];
-  const double t0 = weft_time_now();
-  WEFT_CHECK(weft_trainer_save(t, r->o->ckpt_dir, steps_done, (int)r->o->keep, path, sizeof path));
+static void report_saved(const train_run_t *r, const char *path) {
   if (r->session->boot.world_rank == 0) {
-    printf("weft %s: checkpoint saved: %s (step %ld, %s, %.2f s)\n", r->cmd->name, path, steps_done,
-           why, weft_time_now() - t0);
+    /* On a terminal the progress line has no newline yet. */
+    printf("%sweft %s: checkpoint saved: %s (step %ld, %s, %.2f s, training blocked %.2f s)\n",
+           isatty(STDOUT_FILENO) ? "\n" : "", r->cmd->name, path, r->save_step, r->save_why,
+           weft_time_now() - r->save_started, r->save_blocked_s);
     fflush(stdout);
   }
+}
+
+/* Commits a background checkpoint once every rank has written it (wait: waits for that). */
+static weft_status_t checkpoint_poll(train_run_t *r, weft_trainer_t *t, bool wait) {
+  char path[4096];
+  bool committed = false;
+  WEFT_CHECK(weft_trainer_save_poll(t, wait, &committed, path, sizeof path));
+  if (committed) {
+    report_saved(r, path);
+  }
   return WEFT_OK;
+}
+
+/* Saves after `steps_done` steps: in the background unless --sync-save; `final` (the run
+ * ends after this step) waits until it is committed. */
+static weft_status_t checkpoint(train_run_t *r, weft_trainer_t *t, long steps_done, const char *why,
+                                bool final) {
+  const bool background = !r->o->sync_save;
+  char path[4096];
+  const double t0 = weft_time_now();
+  WEFT_CHECK(weft_trainer_save(t, r->o->ckpt_dir, steps_done, (int)r->o->keep, background, path,
+                               sizeof path));
+  r->save_step = steps_done;
+  r->save_why = why;
+  r->save_started = t0;
+  r->save_blocked_s = weft_time_now() - t0;
+  if (!background) {
+    report_saved(r, path);
+    return WEFT_OK;
+  }
+  return final ? checkpoint_poll(r, t, true) : WEFT_OK;
 }
 
 static weft_status_t train(train_run_t *r) {
@@ -255,9 +287,16 @@ static weft_status_t train(train_run_t *r) {
       st = stop_requested(r->session->world, &signalled);
     }
     const bool stop = signalled || (o->stop_at > 0 && step + 1 == o->stop_at);
+    if (st == WEFT_OK) {
+      st = checkpoint_poll(r, t, false); /* an earlier save may have finished writing */
+    }
     if (st == WEFT_OK && o->ckpt_dir &&
         (stop || last || (o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0))) {
-      st = checkpoint(r, t, step + 1, signalled ? "signal" : stop ? "--stop-at" : "scheduled");
+      st = checkpoint(r, t, step + 1,
+                      signalled ? "signal"
+                      : stop    ? "--stop-at"
+                                : "scheduled",
+                      stop || last);
     }
     if (stop && !last) {
       if (root) {
@@ -267,6 +306,9 @@ static weft_status_t train(train_run_t *r) {
       }
       break;
     }
+  }
+  if (st == WEFT_OK) { /* a save still being written (the run stopped on a non-finite loss) */
+    st = checkpoint_poll(r, t, true);
   }
   if (st == WEFT_OK && !r->nonfinite && o->save) {
     st = save_params(t, r->session->world, o->save, o);

@@ -138,6 +138,8 @@ static size_t flag_table(weft_train_opts_t *o, weft_cli_flag_t **flags_p) {
       {"ckpt-every", 0, WEFT_CLI_INT, &o->ckpt_every, "S",
        "checkpoint every S steps (0 = at the end and on signals only)"},
       {"keep", 0, WEFT_CLI_INT, &o->keep, "K", "checkpoints kept in --ckpt-dir (3)"},
+      {"sync-save", 0, WEFT_CLI_BOOL, &o->sync_save, NULL,
+       "training waits while each checkpoint is written (default: written in the background)"},
       {"resume", 0, WEFT_CLI_STRING, &o->resume, "auto|PATH",
        "continue from a checkpoint (auto: --ckpt-dir's latest, if any)"},
       {"stop-at", 0, WEFT_CLI_INT, &o->stop_at, "S",

@@ -37,6 +37,8 @@ typedef struct weft_train_opts {
   /* checkpoints and fine-tuning */
   const char *ckpt_dir, *resume, *from, *freeze;
   long ckpt_every, keep, stop_at;
+  bool sync_save; /* wait for each checkpoint to be on disk instead of writing it in the
+                     background */
   bool reset_optimizer;
 } weft_train_opts_t;
 

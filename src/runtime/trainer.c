@@ -92,6 +92,7 @@ void weft_trainer_destroy(weft_trainer_t *t) {
       weft_device_free(dev, t->v[i]);
     }
   }
+  weft_ckpt_writer_destroy(t->writer);
   weft_model_destroy(t->model);
   weft_kernel_ctx_destroy(t->ctx);
   weft_data_close(t->data);

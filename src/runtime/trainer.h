@@ -37,9 +37,17 @@ typedef struct weft_step_metrics {
 
 /* Saves parameters, AdamW moments (trainable parameters) and the run state after
  * `steps_done` steps into `dir` (commit protocol of weft/checkpoint.h), keeping `keep`.
- * Collective. [out] path: the committed file. */
+ * Collective. background: copy the state to host memory, create the file and return while a
+ * thread writes it (weft/checkpoint.h, "Background saves"); weft_trainer_save_poll commits
+ * it. Otherwise return once it is committed. [out] path: the file (committed unless
+ * background). */
 weft_status_t weft_trainer_save(weft_trainer_t *trainer, const char *dir, int64_t steps_done,
-                                int keep, char *path, size_t path_size);
+                                int keep, bool background, char *path, size_t path_size);
+/* Commits the background save in flight once every rank has written it (wait: waits for
+ * them); nothing when none is in flight. Collective: every rank calls it at the same points.
+ * [out] committed_p: whether a save was committed; path (may be NULL): its file. */
+weft_status_t weft_trainer_save_poll(weft_trainer_t *trainer, bool wait, bool *committed_p,
+                                     char *path, size_t path_size);
 
 typedef enum weft_trainer_load_mode {
   WEFT_LOAD_RESUME = 0,   /* parameters, moments, step: continue the same run */

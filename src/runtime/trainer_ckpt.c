@@ -117,6 +117,16 @@ static weft_status_t set_copy(weft_trainer_t *t, ckpt_set_t *s, bool to_host) {
   return WEFT_OK;
 }
 
+/* Every rank gets the worst status any rank had (before a collective that all must enter). */
+static weft_status_t agree(weft_comm_t *world, weft_status_t st) {
+  int32_t mine = (int32_t)st, worst = mine;
+  if (weft_comm_allreduce(world, &mine, &worst, 1, WEFT_DTYPE_I32, WEFT_REDUCE_MIN,
+                          WEFT_MEM_HOST) != WEFT_OK) {
+    return WEFT_ERR_COMM;
+  }
+  return (weft_status_t)worst;
+}
+
 char *weft_trainer_model_json(const weft_trainer_t *t) {
   const weft_model_config_t *c = weft_model_config(t->model);
   char *json = malloc(512);
@@ -132,27 +142,32 @@ char *weft_trainer_model_json(const weft_trainer_t *t) {
 }
 
 weft_status_t weft_trainer_save(weft_trainer_t *t, const char *dir, int64_t steps_done, int keep,
-                                char *path, size_t path_size) {
+                                bool background, char *path, size_t path_size) {
   ckpt_set_t set = {0};
   char *config = weft_train_opts_json(&t->opts), *model = weft_trainer_model_json(t);
   char mesh[160];
   snprintf(mesh, sizeof mesh, "{\"world\":%d,\"dp\":%d,\"sp\":%d,\"ep\":%d}",
            weft_comm_size(t->world), t->plan.mesh.dp, t->plan.mesh.sp, t->plan.mesh.ep);
   weft_status_t st = config && model ? set_build(t, true, true, &set) : WEFT_ERR_NO_MEMORY;
-  if (st == WEFT_OK) {
-    st = set_copy(t, &set, true);
-  }
-  if (st == WEFT_OK) {
-    long kill_rank = -1;
-    weft_env_get_long("WEFT_FAULT_KILL_IN_SAVE", &kill_rank);
-    const weft_ckpt_meta_t meta = {.fault_kill_rank = (int)kill_rank,
-                                   .step = steps_done,
-                                   .tokens_seen = steps_done * t->opts.batch * t->opts.seq,
-                                   .optimizer_step = t->adam_base + steps_done,
-                                   .config_json = config,
-                                   .model_json = model,
-                                   .mesh_json = mesh};
+  if (st == WEFT_OK) st = set_copy(t, &set, true);
+  if (st == WEFT_OK && background && !t->writer) st = weft_ckpt_writer_create(t->world, &t->writer);
+  st = agree(t->world, st);
+  long kill_rank = -1;
+  weft_env_get_long("WEFT_FAULT_KILL_IN_SAVE", &kill_rank);
+  const weft_ckpt_meta_t meta = {.fault_kill_rank = (int)kill_rank,
+                                 .step = steps_done,
+                                 .tokens_seen = steps_done * t->opts.batch * t->opts.seq,
+                                 .optimizer_step = t->adam_base + steps_done,
+                                 .config_json = config,
+                                 .model_json = model,
+                                 .mesh_json = mesh};
+  if (st == WEFT_OK && !background) { /* straight from the model's (or the staging) memory */
     st = weft_ckpt_save(t->world, dir, &meta, set.tensors, set.count, keep, path, path_size);
+  } else if (st == WEFT_OK) { /* the writer copies what it needs before returning */
+    st = weft_ckpt_writer_start(t->writer, dir, &meta, set.tensors, set.count, keep);
+    if (st == WEFT_OK && path) {
+      snprintf(path, path_size, "%s/step-%08lld.h5", dir, (long long)steps_done);
+    }
   }
   set_free(&set);
   free(config);
@@ -185,12 +200,7 @@ weft_status_t weft_trainer_load(weft_trainer_t *t, const char *path, weft_traine
   if (st == WEFT_OK)
     st = weft_tensor_file_attr_read_i64(file, NULL, "optimizer_step", &optimizer_step);
   /* Every rank reads the same attributes; agree anyway before the collective reads. */
-  int32_t mine = (int32_t)st, worst = mine;
-  if (weft_comm_allreduce(t->world, &mine, &worst, 1, WEFT_DTYPE_I32, WEFT_REDUCE_MIN,
-                          WEFT_MEM_HOST) != WEFT_OK) {
-    worst = WEFT_ERR_COMM;
-  }
-  st = (weft_status_t)worst;
+  st = agree(t->world, st);
   if (st == WEFT_OK) st = set_build(t, mode != WEFT_LOAD_PARAMS, false, &set);
   if (st == WEFT_OK) st = weft_ckpt_read(file, set.tensors, set.count);
   if (st == WEFT_OK) st = set_copy(t, &set, false); /* only verified data reaches the model */
@@ -215,6 +225,12 @@ weft_status_t weft_trainer_load(weft_trainer_t *t, const char *path, weft_traine
     *step_p = step;
   }
   return WEFT_OK;
+}
+
+weft_status_t weft_trainer_save_poll(weft_trainer_t *t, bool wait, bool *committed_p, char *path,
+                                     size_t path_size) {
+  *committed_p = false;
+  return t->writer ? weft_ckpt_writer_poll(t->writer, wait, committed_p, path, path_size) : WEFT_OK;
 }
 
 int64_t weft_trainer_start_step(const weft_trainer_t *t) { return t->start_step; }

@@ -6,6 +6,7 @@
 #include "data.h"
 #include "model_internal.h"
 #include "trainer.h"
+#include "weft/checkpoint.h"
 
 /* Gradients are all-reduced in buckets of this many floats (16 MiB): big enough that each
  * call runs at link bandwidth, small enough that the --deterministic path's gather buffer
@@ -26,12 +27,13 @@ struct weft_trainer {
    * frozen parameter, which is never updated and holds no optimizer memory. */
   float *m[MODEL_MAX_TRAINER_PARAMS], *v[MODEL_MAX_TRAINER_PARAMS];
   bool frozen[MODEL_MAX_TRAINER_PARAMS];
-  int64_t adam_base;      /* AdamW's step count before this run's step 0 (loaded moments) */
-  int64_t start_step;     /* first step of this run (resume) */
-  uint8_t *windows;       /* [rows, N + 1] */
-  int32_t *ids, *targets; /* [T] */
-  float *stage, *gather;  /* --deterministic: [bucket], [P * bucket] host */
-  const uint8_t *given;   /* weft_trainer_gradients' windows [G, N + 1] */
+  int64_t adam_base;          /* AdamW's step count before this run's step 0 (loaded moments) */
+  int64_t start_step;         /* first step of this run (resume) */
+  uint8_t *windows;           /* [rows, N + 1] */
+  int32_t *ids, *targets;     /* [T] */
+  float *stage, *gather;      /* --deterministic: [bucket], [P * bucket] host */
+  const uint8_t *given;       /* weft_trainer_gradients' windows [G, N + 1] */
+  weft_ckpt_writer_t *writer; /* background checkpoint saves; created by the first */
 };
 
 /* Marks the parameters `spec` names as frozen (trainer_ckpt.c): a comma-separated list of

@@ -8,11 +8,13 @@
  * attributes, a bad block or mismatched shape on one rank only (every rank must get the
  * error, none may hang), and rank 0 re-reading the collective file serially to compare the
  * distributed result with a single-process view of the same file. */
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_util.h"
 #include "tf_test_common.h"
@@ -251,6 +253,45 @@ static void test_split_table(void) {
   WT_CHECK(g_size == 1 || empty >= 1, "some rank holds no rows");
 }
 
+/* weft_tensor_file_allocate + pwrite (the checkpoint writer's path): every rank pwrites its
+ * uneven row block at the offset the collective allocation returned, after the file is
+ * closed; the file then reads back through HDF5 (collective, resharded) and reports the same
+ * offsets through weft_tensor_file_data_offset. An empty dataset has no offset. */
+static void test_allocate_and_pwrite(const char *path, weft_comm_t *world) {
+  static const int64_t global[2] = {7, 6};
+  weft_tensor_file_t *file = NULL;
+  int64_t offset = -2, empty_offset = -2;
+  WT_CHECK_OK(weft_tensor_file_create(path, world, &file));
+  if (!file) return;
+  WT_CHECK_OK(weft_tensor_file_allocate(file, "/raw/f32", WEFT_DTYPE_F32, 2, global, &offset));
+  WT_CHECK_OK(
+      weft_tensor_file_allocate(file, "/raw/empty", WEFT_DTYPE_F32, 2, k_empty, &empty_offset));
+  WT_CHECK_OK(weft_tensor_file_close(file));
+  WT_CHECK(offset > 0 && empty_offset == -1, "offsets %lld and %lld", (long long)offset,
+           (long long)empty_offset);
+  int64_t start[2] = {0, 0}, count[2] = {0, global[1]};
+  split_rows(global[0], SPLIT_UNEVEN_EMPTY, g_rank, &start[0], &count[0]);
+  float rows[7 * 6];
+  tf_test_fill(WEFT_DTYPE_F32, 9, 2, global, start, count, rows);
+  const size_t bytes = (size_t)(count[0] * count[1]) * sizeof(float);
+  const int fd = open(path, O_WRONLY);
+  WT_CHECK(fd >= 0, "open %s for pwrite", path);
+  if (fd >= 0) {
+    const off_t at = (off_t)(offset + start[0] * global[1] * (int64_t)sizeof(float));
+    WT_CHECK(pwrite(fd, rows, bytes, at) == (ssize_t)bytes, "pwrite of %zu bytes", bytes);
+    close(fd);
+  }
+  WT_CHECK_OK(weft_comm_barrier(world));
+  WT_CHECK_OK(weft_tensor_file_open(path, WEFT_TENSOR_FILE_READ, world, &file));
+  if (!file) return;
+  int64_t again = -2;
+  WT_CHECK_OK(weft_tensor_file_data_offset(file, "/raw/f32", &again));
+  WT_CHECK(again == offset, "data_offset %lld, allocate said %lld", (long long)again,
+           (long long)offset);
+  read_resharded(file, "/raw/f32", WEFT_DTYPE_F32, 9, 2, global);
+  WT_CHECK_OK(weft_tensor_file_close(file));
+}
+
 int main(int argc, char **argv) {
   weft_bootstrap_t boot;
   weft_status_t st = weft_comm_bootstrap(&argc, &argv, WEFT_DEVICE_REQUEST_CPU, &boot);
@@ -290,6 +331,8 @@ int main(int argc, char **argv) {
   write_all(path, world);
   read_all(path, world);
   read_serial_on_root(path);
+  snprintf(path, sizeof path, "%s/allocated.h5", (const char *)words);
+  test_allocate_and_pwrite(path, world);
 
   int32_t failures = weft_test_failures();
   WT_CHECK_OK(weft_comm_allreduce(world, &failures, &failures, 1, WEFT_DTYPE_I32, WEFT_REDUCE_SUM,

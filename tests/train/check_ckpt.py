@@ -15,7 +15,11 @@ usage: check_ckpt.py WEFT MPIRUN OUTDIR [--quick]
   corrupt     a flipped byte inside /params/embed, a truncated file, another model's
               configuration, a .tmp path: `weft ckpt verify` and --resume fail naming the
               dataset or the file, with a non-zero exit
-  h5py        h5py reads a checkpoint and gets the tensors `weft ckpt export` writes
+  background  checkpoints written in the background (the default) are bitwise the ones
+              --sync-save writes at the same steps, while training went on after each
+  h5py        h5py reads a checkpoint and gets the tensors `weft ckpt export` writes; a copy
+              that h5py rewrote with chunked, compressed datasets (which weft reads through
+              HDF5 instead of at byte offsets) verifies and resumes like the original
   finetune    `weft finetune --freeze embed,attn` keeps those parameters bitwise unchanged and
               trains the others; --reset-optimizer starts AdamW afresh; pretrained on fortunes
               and fine-tuned on /usr/share/common-licenses, the held-out license loss beats
@@ -198,6 +202,57 @@ def test_corrupt(ctx):
     os.remove(src + ".tmp")
 
 
+def test_background(ctx):
+    d = ctx["dir"]
+    args = MESH4 + ["--steps", "6", "--deterministic", "--ckpt-every", "2", "--keep", "3"]
+    files = {}
+    for mode, extra in (("background", []), ("sync", ["--sync-save"])):
+        out = must(train(ctx, 4, args + ["--ckpt-dir", os.path.join(d, mode)] + extra), mode)
+        saved = [l for l in out.splitlines() if "checkpoint saved" in l]
+        assert len(saved) == 3 and all("training blocked" in l for l in saved), out
+        files[mode] = [datasets(os.path.join(d, mode, f"step-{s:08d}.h5")) for s in (2, 4, 6)]
+    for step, bg, sync in zip((2, 4, 6), files["background"], files["sync"]):
+        assert bg.keys() == sync.keys() and len(bg) > 24, bg.keys()
+        for name in bg:
+            if bg[name].tobytes() != sync[name].tobytes():
+                raise SystemExit(f"FAIL background: step {step}: {name} differs from --sync-save's")
+    print(f"ok background: checkpoints of steps 2, 4, 6 written in the background are bitwise "
+          f"those of --sync-save ({len(files['sync'][0])} datasets each)")
+
+
+def test_chunked_copy(ctx):
+    """weft reads its own files at the datasets' byte offsets; a file rewritten by another tool
+    with another layout must still load, through HDF5."""
+    import h5py
+    src = ctx["half_ckpt"]
+    d = os.path.join(ctx["dir"], "chunked")
+    os.makedirs(d)
+    dst = os.path.join(d, os.path.basename(src))
+    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
+        fout.attrs.update(fin.attrs)
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out = fout.create_dataset(name, data=obj[()], chunks=True, compression="gzip")
+                out.attrs.update(obj.attrs)
+        fin.visititems(copy)
+    with h5py.File(dst, "r") as f:
+        assert f["params/embed"].chunks is not None
+    must(run([ctx["weft"], "ckpt", "verify", dst]), "verify the chunked copy")
+    m = os.path.join(ctx["dir"], "chunked.jsonl")
+    half = ctx["half"]
+    out = must(train(ctx, 2, ["--sp", "2", "--ep", "2", "--steps", str(2 * half), "--stop-at",
+                              str(half + 1), "--ckpt-dir", os.path.join(ctx["dir"], "rs2"),
+                              "--resume", dst, "--metrics", m]), "resume from the chunked copy")
+    assert f"at step {half}" in out, out
+    want = ctx["straight"][half]["loss"]
+    err = abs(metrics(m)[-1]["loss"] - want) / abs(want)
+    if err > RESHARD_RTOL:
+        raise SystemExit(f"FAIL chunked copy: step {half + 1} loss off by {err:.1e}")
+    print(f"ok h5py: a chunked, gzip-compressed copy verifies and resumes (step {half + 1} loss "
+          f"within {err:.1e} of the original's)")
+
+
 def test_h5py(ctx):
     exported = os.path.join(ctx["dir"], "exported.h5")
     must(run([ctx["weft"], "ckpt", "export", ctx["half_ckpt"], "--output", exported]), "export")
@@ -293,7 +348,9 @@ def main():
     test_reshard(ctx, quick)
     test_crash(ctx)
     test_corrupt(ctx)
+    test_background(ctx)
     test_h5py(ctx)
+    test_chunked_copy(ctx)
     test_finetune(ctx)
     if not quick:
         test_finetune_beats_scratch(ctx)
