@@ -2,10 +2,8 @@
  * docs/checkpoint-format.md); saving is in checkpoint_save.c. */
 #include "weft/checkpoint.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +204,9 @@ static weft_status_t read_direct(int fd, const char *path, weft_ckpt_tensor_t *t
     for (size_t got = 0; got < want;) {
       const ssize_t r =
           pread(fd, dst + got, want - got, (off_t)(offset + (first + done) * 4 + (int64_t)got));
+      if (r < 0 && errno == EINTR) {
+        continue;
+      }
       if (r <= 0) {
         WEFT_ERROR("ckpt", "'%s': dataset %s: %s", path, t->name,
                    r == 0 ? "the file ends inside the dataset (truncated)" : strerror(errno));

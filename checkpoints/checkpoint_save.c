@@ -255,6 +255,9 @@ static weft_status_t save_write(ckpt_save_t *s) {
     for (size_t done = 0; done < p->bytes && st == WEFT_OK;) {
       const ssize_t w = pwrite(fd, (const char *)p->data + done, p->bytes - done,
                                (off_t)(p->offset + (int64_t)done));
+      if (w < 0 && errno == EINTR) {
+        continue;
+      }
       if (w <= 0) {
         WEFT_ERROR("ckpt", "'%s': writing dataset %s failed: %s", s->tmp, p->dataset,
                    w < 0 ? strerror(errno) : "no progress");
@@ -357,7 +360,13 @@ weft_status_t weft_ckpt_writer_start(weft_ckpt_writer_t *w, const char *dir,
   WEFT_CHECK(ckpt_agree(w->comm, st));
   WEFT_CHECK(save_begin(w->comm, &w->save, dir, meta, tensors, count, keep, w->stage));
   w->in_flight = true;
+  /* The thread blocks every signal, so SIGUSR1/SIGTERM reach the training thread's handler
+   * and never interrupt a write. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   w->threaded = pthread_create(&w->thread, NULL, write_thread, &w->save) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (!w->threaded) { /* no thread to be had: write now rather than not at all */
     WEFT_WARN("ckpt", "cannot start the checkpoint writer thread; writing %s in the foreground",
               w->save.tmp);

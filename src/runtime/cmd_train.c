@@ -290,13 +290,10 @@ static weft_status_t train(train_run_t *r) {
     if (st == WEFT_OK) {
       st = checkpoint_poll(r, t, false); /* an earlier save may have finished writing */
     }
+    const char *why = signalled ? "signal" : stop ? "--stop-at" : "scheduled";
     if (st == WEFT_OK && o->ckpt_dir &&
         (stop || last || (o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0))) {
-      st = checkpoint(r, t, step + 1,
-                      signalled ? "signal"
-                      : stop    ? "--stop-at"
-                                : "scheduled",
-                      stop || last);
+      st = checkpoint(r, t, step + 1, why, stop || last);
     }
     if (stop && !last) {
       if (root) {
