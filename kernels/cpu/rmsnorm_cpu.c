@@ -9,6 +9,8 @@
  *             double (rounded once); dx_i = rstd * (g_i - xhat_i * m) in f32.
  *             dw_c += sum_r dy_rc * xhat_rc: one double accumulator per column, rows added in
  *             increasing order, then added to dw_c and rounded once.
+ * Loops are compiled per instruction set (VEC_RANGE_VARIANTS, vec_math_cpu.h) in blocks that
+ * vectorise; the operations and their order are the same in every copy.
  * Threads: the forward and dx split rows, the dw reduction splits columns; each output element
  * is computed by one thread in the same order whatever the split, so results are bitwise
  * independent of the thread count. dw runs first: dx may overwrite dy.
@@ -20,6 +22,7 @@
 
 #include "kernel_ctx_internal.h"
 #include "layer_ops_internal.h"
+#include "vec_math_cpu.h"
 
 /* ---- shared thread helper ---- */
 
@@ -51,7 +54,7 @@ static double rms_sum_sq(const float *restrict x, int64_t d) {
   return s;
 }
 
-static void rms_forward_rows(const void *arg, int64_t r0, int64_t r1) {
+VEC_INLINE void rms_forward_body(const void *arg, int64_t r0, int64_t r1) {
   const rms_job_t *j = arg;
   const int64_t d = j->dim;
   for (int64_t r = r0; r < r1; r++) {
@@ -59,20 +62,22 @@ static void rms_forward_rows(const void *arg, int64_t r0, int64_t r1) {
     float *restrict y = j->y + r * d;       /* [d] */
     float rs = (float)(1.0 / sqrt(rms_sum_sq(x, d) / (double)d + (double)j->eps));
     j->rstd[r] = rs;
-    for (int64_t i = 0; i < d; i++) y[i] = (x[i] * rs) * j->w[i];
+    const float *restrict w = j->w;
+    VEC_LOOP(i, d, y[i] = (x[i] * rs) * w[i];);
   }
 }
+VEC_RANGE_VARIANTS(rms_forward_rows, rms_forward_body)
 
 weft_status_t weft_rmsnorm_forward_cpu(weft_kernel_ctx_t *ctx, int64_t rows, int64_t dim, float eps,
                                        const float *x, const float *w, float *y, float *rstd) {
   (void)ctx;
   rms_job_t j = {.rows = rows, .dim = dim, .eps = eps, .x = x, .w = w, .y = y, .rstd = rstd};
-  weft_cpu_parallel_for(&j, rms_forward_rows, rows, 2 * dim);
+  weft_cpu_parallel_for(&j, rms_forward_rows_pick(), rows, 2 * dim);
   return WEFT_OK;
 }
 
 /* dw[c0..c1) += column sums over all rows, in increasing row order. */
-static void rms_dw_cols(const void *arg, int64_t c0, int64_t c1) {
+VEC_INLINE void rms_dw_body(const void *arg, int64_t c0, int64_t c1) {
   const rms_job_t *j = arg;
   const int64_t d = j->dim;
   for (int64_t cb = c0; cb < c1; cb += RMS_DW_COLS) {
@@ -81,18 +86,21 @@ static void rms_dw_cols(const void *arg, int64_t c0, int64_t c1) {
     for (int64_t r = 0; r < j->rows; r++) {
       const float *restrict x = j->x + r * d + cb, *restrict dy = j->dy + r * d + cb;
       const float rs = j->rstd_in[r];
-      for (int64_t c = 0; c < nc; c++) acc[c] += (double)dy[c] * (double)(x[c] * rs);
+      VEC_LOOP(c, nc, acc[c] += (double)dy[c] * (double)(x[c] * rs););
     }
     for (int64_t c = 0; c < nc; c++) j->dw[cb + c] = (float)((double)j->dw[cb + c] + acc[c]);
   }
 }
+VEC_RANGE_VARIANTS(rms_dw_cols, rms_dw_body)
 
-static void rms_dx_rows(const void *arg, int64_t r0, int64_t r1) {
+/* dy may be dx (in place): each block of the output is computed into a local and then stored,
+ * so the loops can take restrict pointers and vectorise. */
+VEC_INLINE void rms_dx_body(const void *arg, int64_t r0, int64_t r1) {
   const rms_job_t *j = arg;
   const int64_t d = j->dim;
   const float *restrict w = j->w;
   for (int64_t r = r0; r < r1; r++) {
-    const float *x = j->x + r * d, *dy = j->dy + r * d; /* [d]; dy may be dx */
+    const float *restrict x = j->x + r * d, *dy = j->dy + r * d; /* [d]; dy may be dx */
     float *dx = j->dx + r * d;
     const float rs = j->rstd_in[r];
     double part[RMS_LANES] = {0};
@@ -104,9 +112,17 @@ static void rms_dx_rows(const void *arg, int64_t r0, int64_t r1) {
     double s = 0.0;
     for (int l = 0; l < RMS_LANES; l++) s += part[l];
     const float m = (float)(s / (double)d);
-    for (i = 0; i < d; i++) dx[i] = rs * (w[i] * dy[i] - (x[i] * rs) * m);
+    for (int64_t base = 0; base < d; base += VEC_BLOCK) {
+      const int64_t n = d - base < VEC_BLOCK ? d - base : VEC_BLOCK;
+      const float *restrict xb = x + base, *restrict wb = w + base;
+      float g[VEC_BLOCK], out[VEC_BLOCK];
+      memcpy(g, dy + base, (size_t)n * sizeof(float));
+      VEC_LOOP(c, n, out[c] = rs * (wb[c] * g[c] - (xb[c] * rs) * m););
+      memcpy(dx + base, out, (size_t)n * sizeof(float));
+    }
   }
 }
+VEC_RANGE_VARIANTS(rms_dx_rows, rms_dx_body)
 
 weft_status_t weft_rmsnorm_backward_cpu(weft_kernel_ctx_t *ctx, int64_t rows, int64_t dim,
                                         const float *x, const float *w, const float *rstd,
@@ -114,7 +130,7 @@ weft_status_t weft_rmsnorm_backward_cpu(weft_kernel_ctx_t *ctx, int64_t rows, in
   (void)ctx;
   rms_job_t j = {
       .rows = rows, .dim = dim, .x = x, .w = w, .rstd_in = rstd, .dy = dy, .dx = dx, .dw = dw};
-  weft_cpu_parallel_for(&j, rms_dw_cols, dim, 2 * rows); /* first: reads dy */
-  weft_cpu_parallel_for(&j, rms_dx_rows, rows, 3 * dim);
+  weft_cpu_parallel_for(&j, rms_dw_cols_pick(), dim, 2 * rows); /* first: reads dy */
+  weft_cpu_parallel_for(&j, rms_dx_rows_pick(), rows, 3 * dim);
   return WEFT_OK;
 }
