@@ -266,8 +266,9 @@ static weft_status_t save_write(ckpt_save_t *s) {
       done += w > 0 ? (size_t)w : 0;
     }
   }
-  /* Each rank makes its own bytes durable, so rank 0's fsync in the commit has little left
-   * to do and a background save's disk time stays off the training thread. */
+  /* Each rank makes its own bytes durable: on a network file system only the client that
+   * wrote the pages can commit them, rank 0's fsync in the commit then has little left to do,
+   * and a background save's disk time stays off the training thread. */
   if (fd >= 0 && st == WEFT_OK && fdatasync(fd) != 0) {
     WEFT_ERROR("ckpt", "cannot fdatasync '%s': %s", s->tmp, strerror(errno));
     st = WEFT_ERR_IO;

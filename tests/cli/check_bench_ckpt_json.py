@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """cli.bench_ckpt_json: `weft bench ckpt --json` prints one object whose keys are documented
 (docs/benchmarks.md) and whose numbers are consistent: GB/s = bytes / seconds, ratios = raw
-seconds / checkpoint seconds, the background save holds its caller no longer than it takes
+seconds / checkpoint seconds (with one iteration the median of the per-iteration ratios is
+that one quotient), the background save holds its caller no longer than it takes
 to commit, and the checkpoint directory is left empty.
 
 usage: check_bench_ckpt_json.py -- COMMAND..."""
