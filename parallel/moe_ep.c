@@ -309,6 +309,15 @@ static weft_status_t wait_for_ranks(weft_moe_plan_t *plan, double *wait_s) {
   return WEFT_OK;
 }
 
+/* A barrier over ep before the rows go back to their tokens' owners, timed into *wait_s: the
+ * ranks' experts get different numbers of rows, and a rank whose experts finished first would
+ * otherwise book its wait for the others' experts as communication time in the return
+ * exchange. */
+static weft_status_t wait_for_experts(weft_moe_plan_t *plan, double *wait_s) {
+  TIMED(*wait_s, weft_comm_barrier(plan->ep));
+  return WEFT_OK;
+}
+
 /* Counts: all-gather over ep, sum over the replicas, accumulate into the step. */
 static weft_status_t forward_counts(weft_moe_plan_t *plan) {
   moe_route_t *r = &plan->route;
@@ -475,6 +484,7 @@ weft_status_t weft_moe_forward(weft_moe_plan_t *plan, int64_t tokens, const floa
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
 
   /* Combine: the same counts in reverse, then each token sums the rows it gets back. */
+  WEFT_CHECK(wait_for_experts(plan, &st->fwd_time.wait_s));
   TIMED(st->fwd_time.payload_s, weft_comm_alltoallv(plan->ep, plan->out_rows.ptr, plan->rcount,
                                                     plan->rdispl, plan->back_rows.ptr, plan->scount,
                                                     plan->sdispl, WEFT_DTYPE_F32, WEFT_MEM_DEVICE));
@@ -581,6 +591,7 @@ weft_status_t weft_moe_backward(weft_moe_plan_t *plan, const float *x, const wef
   WEFT_CHECK(weft_moe_gather_sum(ctx, R, h, r->fan_comb, plan->dx_perm.ptr, h, v->comb_idx, NULL,
                                  plan->out_rows.ptr, h));
   WEFT_CHECK(weft_kernel_ctx_synchronize(ctx));
+  WEFT_CHECK(wait_for_experts(plan, &st->bwd_time.wait_s));
   TIMED(st->bwd_time.payload_s, weft_comm_alltoallv(plan->ep, plan->out_rows.ptr, plan->rcount,
                                                     plan->rdispl, plan->back_rows.ptr, plan->scount,
                                                     plan->sdispl, WEFT_DTYPE_F32, WEFT_MEM_DEVICE));

@@ -102,10 +102,11 @@ typedef struct weft_moe_pass_bytes {
 } weft_moe_pass_bytes_t;
 
 /* Where one pass's wall time went on this rank (seconds). Each pass starts its communication
- * with a barrier over ep (and replicas): wait_s is the time spent there, waiting for the
- * slowest rank to arrive (load imbalance, not communication; one message latency otherwise).
- * exchange_s covers every communication call after it (counts, metadata, payload); experts_s
- * the grouped expert kernels (synchronised). */
+ * with a barrier over ep (and replicas), and the return exchange after the experts with
+ * another over ep: wait_s is the time spent in them, waiting for the slowest rank to arrive
+ * (load imbalance: other ranks' attention or experts still computing; one message latency
+ * otherwise). exchange_s covers every communication call but those (counts, metadata,
+ * payload); experts_s the grouped expert kernels (synchronised). */
 typedef struct weft_moe_pass_time {
   double total_s;
   double wait_s;
