@@ -7,19 +7,21 @@
  *     partial sums are combined; the ranks create DIR/step-N.h5.tmp through MPI-IO with every
  *     root attribute, every dataset allocated (contiguous, nothing written) and every
  *     checksum attribute, and close it. Each rank now knows the byte offset of its rows.
- *   write (each rank alone, no MPI, no HDF5): pwrite of this rank's rows at their offsets,
- *     then fdatasync. This runs on the caller's thread (weft_ckpt_save) or on the writer's
- *     thread (weft_ckpt_writer_start), which is why it touches neither MPI nor HDF5 (HDF5 is
- *     not thread-safe, and the training thread keeps using MPI).
+ *   write (no HDF5): pwrite of this rank's rows at their offsets, then fdatasync; or, with
+ *     meta->mpiio, collective MPI_File_write_at_all over a communicator nobody else uses.
+ *     This runs on the caller's thread (weft_ckpt_save) or on the writer's thread
+ *     (weft_ckpt_writer_start), which is why it touches no HDF5 (not thread-safe) and no
+ *     communicator the training thread uses.
  *   commit (collective): the ranks agree that every write succeeded, then rank 0 renames the
  *     file, updates `latest` and rotates (the protocol in weft/checkpoint.h).
  *
- * Why pwrite instead of H5Dwrite: each rank's rows of a dataset are one contiguous byte range,
- * so MPI-IO's collective buffering (two-phase I/O) only adds a copy and an exchange between
- * ranks; the direct writes run at the page cache's speed and the file is byte for byte what
- * HDF5 would have written. Rejected: a background thread with its own communicator running
- * HDF5 collectively (needs a thread-safe HDF5, which Debian's parallel build is not, and
- * MPI_THREAD_MULTIPLE progress between two threads of every rank). */
+ * Why pwrite by default instead of H5Dwrite: each rank's rows of a dataset are one contiguous
+ * byte range, so MPI-IO's collective buffering (two-phase I/O) only adds a copy and an
+ * exchange between ranks on a local or shared disk; the direct writes run at the page cache's
+ * speed and the file is byte for byte what HDF5 would have written. Parallel file systems
+ * that want large aligned requests from many small pieces get them from the mpiio path.
+ * Rejected: HDF5 collective writes on the thread (needs a thread-safe HDF5, which Debian's
+ * parallel build is not). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +36,7 @@
 
 #include "checkpoint_internal.h"
 #include "weft/check.h"
+#include "weft/comm_mpi.h"
 #include "weft/log.h"
 
 #define LATEST "latest"
@@ -134,7 +137,8 @@ static weft_status_t commit(const char *dir, const char *name, const char *tmp, 
 
 /* ---- one save ------------------------------------------------------------------------------ */
 
-/* One contiguous byte range this rank writes. */
+/* One contiguous byte range this rank writes: one per tensor, empty (bytes 0) where this rank
+ * owns no rows (collective MPI-IO calls need every rank in every call). */
 typedef struct ckpt_piece {
   char dataset[96]; /* for messages */
   const float *data;
@@ -147,8 +151,9 @@ typedef struct ckpt_save {
   char dir[4096], name[64], final[4096], tmp[4096 + 8];
   long long step;
   int keep;
-  bool kill; /* WEFT_FAULT_KILL_IN_SAVE names this rank */
-  ckpt_piece_t *pieces;
+  bool kill;            /* WEFT_FAULT_KILL_IN_SAVE names this rank */
+  MPI_Comm io_comm;     /* MPI_COMM_NULL: pwrite; else collective MPI-IO over it */
+  ckpt_piece_t *pieces; /* [count] */
   int count;
   weft_status_t write_status; /* set by whoever runs save_write, before `written` */
   atomic_bool written;
@@ -188,7 +193,7 @@ static weft_status_t create_layout(weft_comm_t *comm, ckpt_save_t *s, const weft
  * this rank's pieces. On failure nothing is left to free. */
 static weft_status_t save_begin(weft_comm_t *comm, ckpt_save_t *s, const char *dir,
                                 const weft_ckpt_meta_t *meta, const weft_ckpt_tensor_t *tensors,
-                                int count, int keep, float *stage) {
+                                int count, int keep, float *stage, MPI_Comm io_comm) {
   const bool root = weft_comm_rank(comm) == 0;
   memset(s, 0, sizeof *s);
   weft_status_t st = WEFT_OK;
@@ -206,31 +211,29 @@ static weft_status_t save_begin(weft_comm_t *comm, ckpt_save_t *s, const char *d
   s->step = (long long)meta->step;
   s->keep = keep > 0 ? keep : 1;
   s->kill = meta->fault_kill_rank == weft_comm_rank(comm);
+  s->io_comm = io_comm;
   uint64_t *sums = calloc((size_t)count + 1, sizeof *sums);
   int64_t *offsets = calloc((size_t)count + 1, sizeof *offsets);
   s->pieces = calloc((size_t)count + 1, sizeof *s->pieces);
   st = sums && offsets && s->pieces ? WEFT_OK : WEFT_ERR_NO_MEMORY;
   for (int i = 0; i < count && st == WEFT_OK; i++) {
     const weft_ckpt_tensor_t *t = &tensors[i];
-    const int64_t per_row = weft_ckpt_row_elems(t), n = t->rows * per_row;
-    if (!t->owner || n == 0) {
-      continue;
-    }
+    const int64_t per_row = weft_ckpt_row_elems(t), n = t->owner ? t->rows * per_row : 0;
     ckpt_piece_t *p = &s->pieces[s->count++];
     snprintf(p->dataset, sizeof p->dataset, "%s", t->name);
     p->data = stage ? stage : t->data;
     p->bytes = (size_t)n * sizeof(float);
     p->offset = t->start * per_row * (int64_t)sizeof(float); /* + the dataset's, below */
-    sums[i] = ckpt_checksum_copy(stage, t->data, n, (uint64_t)(t->start * per_row));
-    stage = stage ? stage + n : NULL;
+    if (n > 0) {
+      sums[i] = ckpt_checksum_copy(stage, t->data, n, (uint64_t)(t->start * per_row));
+      stage = stage ? stage + n : NULL;
+    }
   }
   st = ckpt_agree(comm, st);
   if (st == WEFT_OK) st = ckpt_sum_partials(comm, sums, count);
   if (st == WEFT_OK) st = create_layout(comm, s, meta, tensors, count, sums, offsets);
-  for (int i = 0, k = 0; i < count && st == WEFT_OK; i++) {
-    if (tensors[i].owner && tensors[i].rows * weft_ckpt_row_elems(&tensors[i]) > 0) {
-      s->pieces[k++].offset += offsets[i];
-    }
+  for (int i = 0; i < count && st == WEFT_OK; i++) {
+    s->pieces[i].offset += offsets[i] > 0 ? offsets[i] : 0; /* empty datasets: no storage */
   }
   free(sums);
   free(offsets);
@@ -242,13 +245,13 @@ static weft_status_t save_begin(weft_comm_t *comm, ckpt_save_t *s, const char *d
   return st;
 }
 
-/* This rank's bytes into the .tmp file, then fdatasync (no MPI, no HDF5: any thread). */
-static weft_status_t save_write(ckpt_save_t *s) {
+/* This rank's bytes into the .tmp file with pwrite, then fdatasync (no MPI, no HDF5). */
+static weft_status_t write_posix(const ckpt_save_t *s) {
   weft_status_t st = WEFT_OK;
   const int fd = open(s->tmp, O_WRONLY);
   if (fd < 0) {
     WEFT_ERROR("ckpt", "cannot open '%s' for writing: %s", s->tmp, strerror(errno));
-    st = WEFT_ERR_IO;
+    return WEFT_ERR_IO;
   }
   for (int i = 0; i < s->count && st == WEFT_OK; i++) {
     const ckpt_piece_t *p = &s->pieces[i];
@@ -269,13 +272,73 @@ static weft_status_t save_write(ckpt_save_t *s) {
   /* Each rank makes its own bytes durable: on a network file system only the client that
    * wrote the pages can commit them, rank 0's fsync in the commit then has little left to do,
    * and a background save's disk time stays off the training thread. */
-  if (fd >= 0 && st == WEFT_OK && fdatasync(fd) != 0) {
+  if (st == WEFT_OK && fdatasync(fd) != 0) {
     WEFT_ERROR("ckpt", "cannot fdatasync '%s': %s", s->tmp, strerror(errno));
     st = WEFT_ERR_IO;
   }
-  if (fd >= 0) {
-    close(fd);
+  close(fd);
+  return st;
+}
+
+static weft_status_t mpiio_error(const ckpt_save_t *s, const char *what, const char *dataset,
+                                 int rc) {
+  char text[MPI_MAX_ERROR_STRING] = "";
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  WEFT_ERROR("ckpt", "'%s': %s%s%s failed: %s", s->tmp, what, dataset ? " of dataset " : "",
+             dataset ? dataset : "", text);
+  return WEFT_ERR_IO;
+}
+
+/* The same bytes with collective MPI-IO over s->io_comm (MPI_File_write_at_all per dataset,
+ * then MPI_File_sync): lets MPI-IO's collective buffering aggregate the ranks' pieces into
+ * large aligned requests, which parallel file systems (Lustre, GPFS) want when the pieces are
+ * small. Every rank makes every call, with 0 bytes where it owns nothing; after a failure a
+ * rank still makes the remaining calls (with 0 bytes), so no rank is left waiting. */
+static weft_status_t write_mpiio(const ckpt_save_t *s) {
+  enum { CHUNK = 1 << 30 }; /* bytes per call: MPI counts are int */
+  MPI_File fh = MPI_FILE_NULL;
+  int rc = MPI_File_open(s->io_comm, s->tmp, MPI_MODE_WRONLY, MPI_INFO_NULL, &fh);
+  if (rc != MPI_SUCCESS) { /* collective: every rank fails */
+    return mpiio_error(s, "MPI_File_open", NULL, rc);
   }
+  weft_status_t st = WEFT_OK;
+  for (int i = 0; i < s->count; i++) {
+    const ckpt_piece_t *p = &s->pieces[i];
+    /* Every rank makes the same number of calls: the most any rank needs for this piece. */
+    int mine = (int)((p->bytes + CHUNK - 1) / CHUNK), calls = mine;
+    rc = MPI_Allreduce(&mine, &calls, 1, MPI_INT, MPI_MAX, s->io_comm);
+    if (rc != MPI_SUCCESS) {
+      st = mpiio_error(s, "MPI_Allreduce", p->dataset, rc);
+      break; /* the communicator is broken: nothing collective can follow */
+    }
+    for (int c = 0; c < calls; c++) {
+      const size_t at = (size_t)c * CHUNK;
+      const size_t n = st != WEFT_OK || at >= p->bytes ? 0
+                       : p->bytes - at < CHUNK         ? p->bytes - at
+                                                       : CHUNK;
+      rc = MPI_File_write_at_all(fh, (MPI_Offset)(p->offset + (int64_t)at),
+                                 n ? (const char *)p->data + at : NULL, (int)n, MPI_BYTE,
+                                 MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS && st == WEFT_OK) {
+        st = mpiio_error(s, "MPI_File_write_at_all", p->dataset, rc);
+      }
+    }
+  }
+  rc = MPI_File_sync(fh);
+  if (rc != MPI_SUCCESS && st == WEFT_OK) {
+    st = mpiio_error(s, "MPI_File_sync", NULL, rc);
+  }
+  rc = MPI_File_close(&fh);
+  if (rc != MPI_SUCCESS && st == WEFT_OK) {
+    st = mpiio_error(s, "MPI_File_close", NULL, rc);
+  }
+  return st;
+}
+
+/* This rank's bytes into the .tmp file (no HDF5; MPI only over s->io_comm). */
+static weft_status_t save_write(ckpt_save_t *s) {
+  const weft_status_t st = s->io_comm == MPI_COMM_NULL ? write_posix(s) : write_mpiio(s);
   if (s->kill) {
     WEFT_WARN("ckpt", "WEFT_FAULT_KILL_IN_SAVE: killing this rank in the middle of saving %s",
               s->tmp);
@@ -304,7 +367,8 @@ weft_status_t weft_ckpt_save(weft_comm_t *comm, const char *dir, const weft_ckpt
                              const weft_ckpt_tensor_t *tensors, int count, int keep, char *path,
                              size_t path_size) {
   ckpt_save_t s;
-  WEFT_CHECK(save_begin(comm, &s, dir, meta, tensors, count, keep, NULL));
+  WEFT_CHECK(save_begin(comm, &s, dir, meta, tensors, count, keep, NULL,
+                        meta->mpiio ? weft_comm_mpi(comm) : MPI_COMM_NULL));
   save_write(&s);
   WEFT_CHECK(save_commit(comm, &s));
   if (path) {
@@ -317,6 +381,7 @@ weft_status_t weft_ckpt_save(weft_comm_t *comm, const char *dir, const weft_ckpt
 
 struct weft_ckpt_writer {
   weft_comm_t *comm;
+  MPI_Comm io_comm; /* the thread's own communicator for MPI-IO saves; made by the first */
   ckpt_save_t save;
   bool in_flight; /* begun, not yet committed */
   bool threaded;  /* `thread` runs save_write (false: it ran inline) */
@@ -331,8 +396,31 @@ weft_status_t weft_ckpt_writer_create(weft_comm_t *comm, weft_ckpt_writer_t **wr
     return WEFT_ERR_NO_MEMORY;
   }
   w->comm = comm;
+  w->io_comm = MPI_COMM_NULL;
   *writer_p = w;
   return WEFT_OK;
+}
+
+/* The writer thread's communicator for MPI-IO (a duplicate, so its collectives never match the
+ * training thread's), or MPI_COMM_NULL (pwrite instead) when MPI does not allow two threads to
+ * communicate at once. Collective (called from weft_ckpt_writer_start). */
+static MPI_Comm writer_io_comm(weft_ckpt_writer_t *w) {
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (level < MPI_THREAD_MULTIPLE) { /* the same answer on every rank */
+    if (weft_comm_rank(w->comm) == 0) {
+      WEFT_WARN("ckpt",
+                "MPI-IO saves in the background need MPI_THREAD_MULTIPLE (this MPI gives %d); "
+                "writing with pwrite instead",
+                level);
+    }
+    return MPI_COMM_NULL;
+  }
+  if (w->io_comm == MPI_COMM_NULL &&
+      MPI_Comm_dup(weft_comm_mpi(w->comm), &w->io_comm) != MPI_SUCCESS) {
+    w->io_comm = MPI_COMM_NULL; /* MPI's default handler aborts before this on failure */
+  }
+  return w->io_comm;
 }
 
 static void *write_thread(void *arg) {
@@ -359,7 +447,8 @@ weft_status_t weft_ckpt_writer_start(weft_ckpt_writer_t *w, const char *dir,
     }
   }
   WEFT_CHECK(ckpt_agree(w->comm, st));
-  WEFT_CHECK(save_begin(w->comm, &w->save, dir, meta, tensors, count, keep, w->stage));
+  WEFT_CHECK(save_begin(w->comm, &w->save, dir, meta, tensors, count, keep, w->stage,
+                        meta->mpiio ? writer_io_comm(w) : MPI_COMM_NULL));
   w->in_flight = true;
   /* The thread blocks every signal, so SIGUSR1/SIGTERM reach the training thread's handler
    * and never interrupt a write. */
@@ -416,5 +505,8 @@ void weft_ckpt_writer_destroy(weft_ckpt_writer_t *w) {
   }
   free(w->save.pieces);
   free(w->stage);
+  if (w->io_comm != MPI_COMM_NULL) {
+    MPI_Comm_free(&w->io_comm);
+  }
   free(w);
 }

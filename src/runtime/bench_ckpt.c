@@ -34,12 +34,12 @@
 
 static const weft_cli_command_t k_command = {
     "bench ckpt", "Checkpoint save/load GB/s next to a raw sequential write/read of the bytes.",
-    "[--bytes SIZE] [--tensors N] [--dir DIR] [-n ITERS] [--json]", NULL};
+    "[--bytes SIZE] [--tensors N] [--dir DIR] [--io posix|mpiio] [-n ITERS] [--json]", NULL};
 
 typedef struct bench_opts {
   size_t bytes;
   long tensors, iters;
-  const char *dir, *device;
+  const char *dir, *device, *io;
   bool json;
 } bench_opts_t;
 
@@ -156,22 +156,23 @@ static void report(const bench_opts_t *o, int P, double total, const samples_t *
   const double block_ratio = paired_ratio(x->bg_block, x->raw_w, n);
   if (o->json) {
     printf(
-        "{\"bench\":\"ckpt\",\"ranks\":%d,\"bytes\":%.0f,\"tensors\":%ld,\"iters\":%ld,"
+        "{\"bench\":\"ckpt\",\"io\":\"%s\",\"ranks\":%d,\"bytes\":%.0f,\"tensors\":%ld,"
+        "\"iters\":%ld,"
         "\"save_s\":%.6f,\"load_s\":%.6f,\"raw_write_s\":%.6f,\"raw_read_s\":%.6f,"
         "\"save_gbps\":%.6f,\"load_gbps\":%.6f,\"raw_write_gbps\":%.6f,"
         "\"raw_read_gbps\":%.6f,\"save_ratio\":%.5f,\"load_ratio\":%.5f,"
         "\"bg_block_s\":%.6f,\"bg_total_s\":%.6f,\"bg_block_ratio\":%.5f}\n",
-        P, total, o->tensors, n, sv, ld, rw, rr, total / sv / 1e9, total / ld / 1e9,
+        o->io, P, total, o->tensors, n, sv, ld, rw, rr, total / sv / 1e9, total / ld / 1e9,
         total / rw / 1e9, total / rr / 1e9, save_ratio, load_ratio, bb, bt, block_ratio);
   } else {
     printf(
-        "weft bench ckpt: %d ranks, %.1f MB in %ld tensors (%s)\n"
+        "weft bench ckpt: %d ranks, %.1f MB in %ld tensors (%s), rows written with %s\n"
         "  save %.3f s = %.2f GB/s, raw sequential write %.2f GB/s: %.0f%%\n"
         "  load %.3f s = %.2f GB/s (checksums verified), raw read %.2f GB/s: %.0f%%\n"
         "  background save: caller blocked %.3f s (%.0f%% of the raw write's time), "
         "committed after %.3f s\n"
         "  (medians over %ld iterations; percentages: medians of per-iteration ratios)\n",
-        P, total / 1e6, o->tensors, o->dir, sv, total / sv / 1e9, total / rw / 1e9,
+        P, total / 1e6, o->tensors, o->dir, o->io, sv, total / sv / 1e9, total / rw / 1e9,
         100 * save_ratio, ld, total / ld / 1e9, total / rr / 1e9, 100 * load_ratio, bb,
         100 * block_ratio, bt, n);
   }
@@ -215,8 +216,12 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
   if (st == WEFT_OK) st = weft_ckpt_writer_create(s->world, &writer);
   char path[4096], raw[4096];
   snprintf(raw, sizeof raw, "%s/raw-%d.bin", o->dir, getpid());
-  const weft_ckpt_meta_t meta = {
-      .step = 1, .config_json = "{}", .model_json = "{}", .mesh_json = "{}", .fault_kill_rank = -1};
+  const weft_ckpt_meta_t meta = {.step = 1,
+                                 .config_json = "{}",
+                                 .model_json = "{}",
+                                 .mesh_json = "{}",
+                                 .fault_kill_rank = -1,
+                                 .mpiio = strcmp(o->io, "mpiio") == 0};
   for (long it = 0; it < o->iters && st == WEFT_OK; it++) {
     settle(s, o->dir, NULL);
     double t0 = weft_time_now();
@@ -260,13 +265,18 @@ static weft_status_t run(const bench_opts_t *o, weft_session_t *s) {
 }
 
 int weft_bench_ckpt(int argc, char **argv) {
-  bench_opts_t o = {
-      .bytes = (size_t)256 << 20, .tensors = 16, .iters = 5, .dir = NULL, .device = "cpu"};
+  bench_opts_t o = {.bytes = (size_t)256 << 20,
+                    .tensors = 16,
+                    .iters = 5,
+                    .dir = NULL,
+                    .device = "cpu",
+                    .io = "posix"};
   const weft_cli_flag_t flags[] = {
       {"bytes", 'b', WEFT_CLI_SIZE, &o.bytes, "SIZE", "checkpoint size (256M)"},
       {"tensors", 0, WEFT_CLI_INT, &o.tensors, "N", "tensors in it (16)"},
       {"dir", 0, WEFT_CLI_STRING, &o.dir, "DIR", "where to write (a new directory under $TMPDIR)"},
       {"iters", 'n', WEFT_CLI_INT, &o.iters, "N", "repetitions, median reported (5)"},
+      {"io", 0, WEFT_CLI_STRING, &o.io, "posix|mpiio", "how the rows are written (posix)"},
       {"json", 0, WEFT_CLI_BOOL, &o.json, NULL, "one JSON object on stdout"},
   };
   bool help = false;
@@ -276,6 +286,10 @@ int weft_bench_ckpt(int argc, char **argv) {
   }
   if (help) {
     return WEFT_EXIT_OK;
+  }
+  if (strcmp(o.io, "posix") != 0 && strcmp(o.io, "mpiio") != 0) {
+    fprintf(stderr, CMD ": --io '%s': expected posix or mpiio\n", o.io);
+    return WEFT_EXIT_USAGE;
   }
   if (o.tensors < 1 || o.iters < 1) {
     fprintf(stderr, CMD ": --tensors %ld and --iters %ld must be >= 1\n", o.tensors, o.iters);

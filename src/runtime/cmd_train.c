@@ -220,11 +220,14 @@ static weft_status_t checkpoint(train_run_t *r, weft_trainer_t *t, long steps_do
   const bool background = !r->o->sync_save;
   char path[4096];
   const double t0 = weft_time_now();
+  /* The previous save first, committed and reported; waiting for it blocks training too. */
+  WEFT_CHECK(checkpoint_poll(r, t, true));
+  const double t1 = weft_time_now();
   WEFT_CHECK(weft_trainer_save(t, r->o->ckpt_dir, steps_done, (int)r->o->keep, background, path,
                                sizeof path));
   r->save_step = steps_done;
   r->save_why = why;
-  r->save_started = t0;
+  r->save_started = t1;
   r->save_blocked_s = weft_time_now() - t0;
   if (!background) {
     report_saved(r, path);

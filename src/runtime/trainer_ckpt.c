@@ -151,10 +151,17 @@ weft_status_t weft_trainer_save(weft_trainer_t *t, const char *dir, int64_t step
   weft_status_t st = config && model ? set_build(t, true, true, &set) : WEFT_ERR_NO_MEMORY;
   if (st == WEFT_OK) st = set_copy(t, &set, true);
   if (st == WEFT_OK && background && !t->writer) st = weft_ckpt_writer_create(t->world, &t->writer);
-  st = agree(t->world, st);
   long kill_rank = -1;
   weft_env_get_long("WEFT_FAULT_KILL_IN_SAVE", &kill_rank);
+  const char *io = "posix";
+  weft_env_get_str("WEFT_CKPT_IO", &io);
+  if (st == WEFT_OK && strcmp(io, "posix") != 0 && strcmp(io, "mpiio") != 0) {
+    WEFT_ERROR("ckpt", "WEFT_CKPT_IO='%s': expected posix or mpiio", io);
+    st = WEFT_ERR_INVALID_ARG;
+  }
+  st = agree(t->world, st);
   const weft_ckpt_meta_t meta = {.fault_kill_rank = (int)kill_rank,
+                                 .mpiio = strcmp(io, "mpiio") == 0,
                                  .step = steps_done,
                                  .tokens_seen = steps_done * t->opts.batch * t->opts.seq,
                                  .optimizer_step = t->adam_base + steps_done,

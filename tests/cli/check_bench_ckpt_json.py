@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-KEYS = ["bench", "ranks", "bytes", "tensors", "iters", "save_s", "load_s", "raw_write_s",
+KEYS = ["bench", "io", "ranks", "bytes", "tensors", "iters", "save_s", "load_s", "raw_write_s",
         "raw_read_s", "save_gbps", "load_gbps", "raw_write_gbps", "raw_read_gbps", "save_ratio",
         "load_ratio", "bg_block_s", "bg_total_s", "bg_block_ratio"]
 
@@ -29,7 +29,7 @@ def main():
     r = rows[0]
     missing = [k for k in KEYS if k not in r]
     assert not missing, missing
-    assert r["bench"] == "ckpt" and r["ranks"] == 2 and r["bytes"] > 0, r
+    assert r["bench"] == "ckpt" and r["io"] == "posix" and r["ranks"] == 2 and r["bytes"] > 0, r
     for what, raw in (("save", "raw_write"), ("load", "raw_read")):
         assert math.isclose(r[what + "_gbps"], r["bytes"] / r[what + "_s"] / 1e9, rel_tol=2e-3), r
         assert math.isclose(r[what + "_ratio"], r[raw + "_s"] / r[what + "_s"], rel_tol=2e-3), r

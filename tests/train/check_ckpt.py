@@ -16,7 +16,9 @@ usage: check_ckpt.py WEFT MPIRUN OUTDIR [--quick]
               configuration, a .tmp path: `weft ckpt verify` and --resume fail naming the
               dataset or the file, with a non-zero exit
   background  checkpoints written in the background (the default) are bitwise the ones
-              --sync-save writes at the same steps, while training went on after each
+              --sync-save writes at the same steps, while training went on after each; so
+              are those written with collective MPI-IO (WEFT_CKPT_IO=mpiio), in the
+              background (MPI from the writer thread) and not
   h5py        h5py reads a checkpoint and gets the tensors `weft ckpt export` writes; a copy
               that h5py rewrote with chunked, compressed datasets (which weft reads through
               HDF5 instead of at byte offsets) verifies and resumes like the original
@@ -206,18 +208,23 @@ def test_background(ctx):
     d = ctx["dir"]
     args = MESH4 + ["--steps", "6", "--deterministic", "--ckpt-every", "2", "--keep", "3"]
     files = {}
-    for mode, extra in (("background", []), ("sync", ["--sync-save"])):
-        out = must(train(ctx, 4, args + ["--ckpt-dir", os.path.join(d, mode)] + extra), mode)
+    mpiio = dict(os.environ, WEFT_CKPT_IO="mpiio")
+    for mode, extra, env in (("background", [], None), ("sync", ["--sync-save"], None),
+                             ("mpiio", [], mpiio), ("mpiio-sync", ["--sync-save"], mpiio)):
+        out = must(train(ctx, 4, args + ["--ckpt-dir", os.path.join(d, mode)] + extra, env=env),
+                   mode)
         saved = [l for l in out.splitlines() if "checkpoint saved" in l]
         assert len(saved) == 3 and all("training blocked" in l for l in saved), out
         files[mode] = [datasets(os.path.join(d, mode, f"step-{s:08d}.h5")) for s in (2, 4, 6)]
-    for step, bg, sync in zip((2, 4, 6), files["background"], files["sync"]):
-        assert bg.keys() == sync.keys() and len(bg) > 24, bg.keys()
-        for name in bg:
-            if bg[name].tobytes() != sync[name].tobytes():
-                raise SystemExit(f"FAIL background: step {step}: {name} differs from --sync-save's")
-    print(f"ok background: checkpoints of steps 2, 4, 6 written in the background are bitwise "
-          f"those of --sync-save ({len(files['sync'][0])} datasets each)")
+    for mode in ("background", "mpiio", "mpiio-sync"):
+        for step, got, sync in zip((2, 4, 6), files[mode], files["sync"]):
+            assert got.keys() == sync.keys() and len(got) > 24, got.keys()
+            for name in got:
+                if got[name].tobytes() != sync[name].tobytes():
+                    raise SystemExit(f"FAIL {mode}: step {step}: {name} differs from --sync-save's")
+    print(f"ok background: checkpoints of steps 2, 4, 6 written in the background, and with "
+          f"WEFT_CKPT_IO=mpiio (background and --sync-save), are bitwise those of --sync-save "
+          f"({len(files['sync'][0])} datasets each)")
 
 
 def test_chunked_copy(ctx):

@@ -68,6 +68,8 @@ typedef struct weft_ckpt_meta {
   int fault_kill_rank;     /* testing (WEFT_FAULT_KILL_IN_SAVE): this rank of the communicator
                               SIGKILLs itself after writing its rows, before the commit;
                               -1 = never */
+  bool mpiio;              /* write the rows with collective MPI-IO (MPI_File_write_at_all)
+                              instead of pwrite (WEFT_CKPT_IO=mpiio; see docs/env.md) */
 } weft_ckpt_meta_t;
 
 /* Writes and commits a checkpoint of `count` tensors into `dir` (created if missing) as
@@ -82,7 +84,9 @@ weft_status_t weft_ckpt_save(weft_comm_t *comm, const char *dir, const weft_ckpt
  * weft_ckpt_writer_start copies this rank's owned rows into the writer's host buffer
  * (computing the checksums in the same pass), creates the .tmp file with all its metadata
  * (collective), starts a thread that writes the rows with pwrite and fdatasync, and returns:
- * the caller may change the tensors' data at once. The thread uses neither MPI nor HDF5.
+ * the caller may change the tensors' data at once. The thread uses no HDF5, and MPI only
+ * with meta->mpiio, on a communicator of its own (then MPI must grant MPI_THREAD_MULTIPLE,
+ * else it writes with pwrite).
  * weft_ckpt_writer_poll, called by every rank at the same points (e.g. after each training
  * step), commits the save once every rank's thread has finished; with wait it waits for them.
  * A save that fails is reported by the poll that sees it, and `latest` stays unchanged. One
