@@ -8,7 +8,7 @@
  *   A[t,s] = sum_i q_t[i] k_s[i] W_ts[i]  for s <= t, 0 above the diagonal
  *   Qh_t = q_t * exp(c_t)           Kh_s = k_s * exp(c_{L-1} - c_s)     gamma = exp(c_{L-1})
  *   O  = scale * (A V + Qh S0)      Se = diag(gamma) S0 + Kh^T V
- * c is summed in double; every exponential of it is evaluated in double (gla_exp) and rounded
+ * c is summed in double; every exponential of it is evaluated in double (vec_exp) and rounded
  * to float once, so a long run of decays does not leave a relative error of eps * |c|.
  *
  * Intra-chunk products, two ways, chosen per chunk and channel i. Let M = -c_{L-1}[i] >= 0
@@ -93,7 +93,7 @@
  * by pair with OpenBLAS threading each product, as before.
  *
  * Elementwise work (exponentials, scaling, the dg sums) is written for GCC's -O2 vectoriser in
- * the baseline ISA (GLA_VLOOP, gla_exp), and each pair function is compiled for AVX2 and
+ * the baseline ISA (GLA_VLOOP, vec_exp), and each pair function is compiled for AVX2 and
  * AVX-512 as well and picked at run time (GLA_PAIR_VARIANTS), as attention_cpu.c does: in the
  * baseline ISA a double exp is two lanes wide. */
 #include <cblas.h>
@@ -223,52 +223,23 @@ static void gla_scratch_carve(const gla_dims_t *d, bool with_states, char *base,
     }                                                \
   } while (0)
 
-/* Arguments of gla_exp in the clamped helpers: e^-150 is 0 in f32 (its smallest subnormal is
+/* Arguments of vec_exp in the clamped helpers: e^-150 is 0 in f32 (its smallest subnormal is
  * e^-103), e^88 is still below FLT_MAX. */
 #define GLA_EXP_MIN -150.0
 #define GLA_EXP_MAX 88.0
 
-/* e^x in double for |x| <= 700 (callers bound or clamp x; NaN stays NaN), relative error below
- * 1e-11: x = n ln2 + f with n the nearest integer to x log2(e) and |f| <= ln2/2, e^f by its
- * Taylor polynomial of degree 9 (remainder (ln2/2)^10/10! < 1e-11), 2^n put into the exponent
- * bits. Adding 1.5 * 2^52 rounds x log2(e) to an integer held in the low mantissa bits, so no
- * double-to-int conversion is needed and the loops around it vectorise (libm's exp is a call per
- * element: it was a quarter of these kernels' time). Every result is rounded to f32 once, so
- * this is as accurate as a correctly rounded exp up to 1e-4 ulp. */
-static inline __attribute__((always_inline)) double gla_exp(double x) {
-  const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
-  double t = x * 1.4426950408889634 + magic, n = t - magic;
-  double f = x - n * 0.6931471805599453;
-  uint64_t tb;
-  memcpy(&tb, &t, sizeof tb);
-  uint64_t eb = (tb - 0x4338000000000000u + 1023u) << 52; /* biased exponent of 2^n */
-  double pow2n;
-  memcpy(&pow2n, &eb, sizeof pow2n);
-  double p = 1.0 / 362880.0;
-  p = p * f + 1.0 / 40320.0;
-  p = p * f + 1.0 / 5040.0;
-  p = p * f + 1.0 / 720.0;
-  p = p * f + 1.0 / 120.0;
-  p = p * f + 1.0 / 24.0;
-  p = p * f + 1.0 / 6.0;
-  p = p * f + 0.5;
-  p = p * f + 1.0;
-  p = p * f + 1.0;
-  return p * pow2n;
-}
-
 /* e^x for any x (clamped to [GLA_EXP_MIN, GLA_EXP_MAX], NaN kept), for scalar loops. */
 static double gla_exp_any(double x) {
   x = isless(x, GLA_EXP_MIN) ? GLA_EXP_MIN : x;
-  return gla_exp(isgreater(x, GLA_EXP_MAX) ? GLA_EXP_MAX : x);
+  return vec_exp(isgreater(x, GLA_EXP_MAX) ? GLA_EXP_MAX : x);
 }
 
 /* out[i] = (float)e^x[i] for any x; x is clamped in place first (isless/isgreater: quiet
- * comparisons, which GCC if-converts; a separate loop, because it does not inside gla_exp's). */
+ * comparisons, which GCC if-converts; a separate loop, because it does not inside vec_exp's). */
 static void gla_row_exp(int n, double *restrict x, float *restrict out) {
   GLA_VLOOP(i, n, x[i] = isless(x[i], GLA_EXP_MIN) ? GLA_EXP_MIN : x[i];
             x[i] = isgreater(x[i], GLA_EXP_MAX) ? GLA_EXP_MAX : x[i];);
-  GLA_VLOOP(i, n, out[i] = (float)gla_exp(x[i]););
+  GLA_VLOOP(i, n, out[i] = (float)vec_exp(x[i]););
 }
 
 /* c = prev + g (prev NULL: c = g) */
@@ -308,7 +279,7 @@ static void gla_row_fast_factors(int n, const double *restrict c, const double *
                                  const double *restrict er, const double *restrict fm,
                                  float *restrict ep, float *restrict em, float *restrict ec,
                                  float *restrict kd) {
-  GLA_VLOOP(i, n, double e = gla_exp(fm[i] * (c[i] - r[i])); double inv = 1.0 / e;
+  GLA_VLOOP(i, n, double e = vec_exp(fm[i] * (c[i] - r[i])); double inv = 1.0 / e;
             ep[i] = (float)(fm[i] * e); em[i] = (float)(fm[i] * inv); ec[i] = (float)(e * er[i]);
             kd[i] = (float)(inv * er[i]););
 }
@@ -511,7 +482,7 @@ static void gla_run_slots(const void *arg, int64_t begin, int64_t end) {
 }
 
 /* Each pair function is also compiled for AVX2 and AVX-512 (see the file note): `flatten`
- * inlines every helper it calls into the copy, so the GLA_VLOOP loops and gla_exp vectorise for
+ * inlines every helper it calls into the copy, so the GLA_VLOOP loops and vec_exp vectorise for
  * that instruction set; BLAS and libm calls stay calls. GLA_PAIR(name) is the copy for this
  * CPU. Every copy performs the same IEEE operations (no contraction in C11 mode), so results do
  * not depend on the copy. */

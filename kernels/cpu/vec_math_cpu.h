@@ -128,7 +128,8 @@ VEC_INLINE double vec_clamp(double x, double lo, double hi) {
 /* e^x in double for |x| <= 700 (callers clamp; NaN stays NaN), relative error below 1e-11: the
  * same reduction as vec_expf with 1.5 * 2^52, e^f by its Taylor polynomial of degree 9
  * (remainder (ln2/2)^10/10! < 1e-11). Rounded to f32 it is as good as a correctly rounded expf
- * up to 1e-4 ulp. (The gated linear attention has its own copy, gla_exp.) */
+ * up to 1e-4 ulp. Libm's exp was a call per element: a quarter of the linear-attention kernels'
+ * time before they used this. */
 VEC_INLINE double vec_exp(double x) {
   const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
   double t = x * 1.4426950408889634 + magic, n = t - magic;
