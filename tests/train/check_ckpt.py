@@ -18,7 +18,8 @@ usage: check_ckpt.py WEFT MPIRUN OUTDIR [--quick]
   background  checkpoints written in the background (the default) are bitwise the ones
               --sync-save writes at the same steps, while training went on after each; so
               are those written with collective MPI-IO (WEFT_CKPT_IO=mpiio), in the
-              background (MPI from the writer thread) and not
+              background (MPI from the writer thread) and not; WEFT_CKPT_IO=bogus stops the
+              run with a message naming it
   h5py        h5py reads a checkpoint and gets the tensors `weft ckpt export` writes; a copy
               that h5py rewrote with chunked, compressed datasets (which weft reads through
               HDF5 instead of at byte offsets) verifies and resumes like the original
@@ -222,6 +223,10 @@ def test_background(ctx):
             for name in got:
                 if got[name].tobytes() != sync[name].tobytes():
                     raise SystemExit(f"FAIL {mode}: step {step}: {name} differs from --sync-save's")
+    bad = train(ctx, 2, ["--steps", "2", "--ckpt-dir", os.path.join(d, "bad-io")],
+                env=dict(os.environ, WEFT_CKPT_IO="bogus"))
+    assert bad.returncode != 0 and "WEFT_CKPT_IO='bogus': expected posix or mpiio" in bad.stdout, \
+        bad.stdout
     print(f"ok background: checkpoints of steps 2, 4, 6 written in the background, and with "
           f"WEFT_CKPT_IO=mpiio (background and --sync-save), are bitwise those of --sync-save "
           f"({len(files['sync'][0])} datasets each)")
