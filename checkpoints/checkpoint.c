@@ -41,15 +41,6 @@ weft_status_t ckpt_sum_partials(weft_comm_t *comm, uint64_t *partials, int count
   return st;
 }
 
-weft_status_t ckpt_agree(weft_comm_t *comm, weft_status_t st) {
-  int32_t mine = (int32_t)st, worst = mine;
-  if (weft_comm_allreduce(comm, &mine, &worst, 1, WEFT_DTYPE_I32, WEFT_REDUCE_MIN, WEFT_MEM_HOST) !=
-      WEFT_OK) {
-    return WEFT_ERR_COMM;
-  }
-  return (weft_status_t)worst;
-}
-
 long long ckpt_parse_step(const char *name, bool tmp) {
   long long step = -1;
   int used = 0;
@@ -147,7 +138,7 @@ weft_status_t weft_ckpt_open(weft_comm_t *comm, const char *path, weft_tensor_fi
                exists ? "" : " (no format_version attribute: not a weft checkpoint)");
     st = WEFT_ERR_CORRUPT;
   }
-  st = comm ? ckpt_agree(comm, st) : st;
+  st = comm ? weft_comm_agree(comm, st) : st;
   if (st != WEFT_OK) {
     weft_tensor_file_close(file);
     return st;
@@ -247,7 +238,7 @@ weft_status_t weft_ckpt_read(weft_tensor_file_t *file, weft_ckpt_tensor_t *tenso
     WEFT_ERROR("ckpt", "cannot open '%s' for reading: %s", path, strerror(errno));
     st = WEFT_ERR_IO;
   }
-  st = comm ? ckpt_agree(comm, st) : st; /* the slab reads below may be collective */
+  st = comm ? weft_comm_agree(comm, st) : st; /* the slab reads below may be collective */
   for (int i = 0; i < count && st == WEFT_OK; i++) {
     weft_ckpt_tensor_t *t = &tensors[i];
     if (direct) {
@@ -265,7 +256,7 @@ weft_status_t weft_ckpt_read(weft_tensor_file_t *file, weft_ckpt_tensor_t *tenso
   if (fd >= 0) {
     close(fd);
   }
-  st = comm ? ckpt_agree(comm, st) : st;
+  st = comm ? weft_comm_agree(comm, st) : st;
   if (st == WEFT_OK) {
     st = ckpt_sum_partials(comm, sums, count);
   }
@@ -282,7 +273,7 @@ weft_status_t weft_ckpt_read(weft_tensor_file_t *file, weft_ckpt_tensor_t *tenso
   free(sums);
   free(stored);
   free(offsets);
-  return comm ? ckpt_agree(comm, st) : st;
+  return comm ? weft_comm_agree(comm, st) : st;
 }
 
 weft_status_t weft_ckpt_read_whole(weft_tensor_file_t *file, const char *name,

@@ -16,9 +16,6 @@ uint64_t ckpt_checksum_copy(float *dst, const float *src, int64_t n, uint64_t fi
  * one rank: nothing to do. Collective. */
 weft_status_t ckpt_sum_partials(weft_comm_t *comm, uint64_t *partials, int count);
 
-/* Every rank gets the first failure any rank saw (the most negative status). Collective. */
-weft_status_t ckpt_agree(weft_comm_t *comm, weft_status_t st);
-
 /* Step number of "step-NNNNNNNN.h5" (tmp: of "step-NNNNNNNN.h5.tmp"), or -1. */
 long long ckpt_parse_step(const char *name, bool tmp);
 

@@ -203,7 +203,7 @@ static weft_status_t save_begin(weft_comm_t *comm, ckpt_save_t *s, const char *d
   } else if (root) {
     st = make_dir(dir);
   }
-  WEFT_CHECK(ckpt_agree(comm, st));
+  WEFT_CHECK(weft_comm_agree(comm, st));
   snprintf(s->dir, sizeof s->dir, "%s", dir);
   snprintf(s->name, sizeof s->name, "step-%08lld.h5", (long long)meta->step);
   snprintf(s->final, sizeof s->final, "%s/%s", dir, s->name);
@@ -229,7 +229,7 @@ static weft_status_t save_begin(weft_comm_t *comm, ckpt_save_t *s, const char *d
       stage = stage ? stage + n : NULL;
     }
   }
-  st = ckpt_agree(comm, st);
+  st = weft_comm_agree(comm, st);
   if (st == WEFT_OK) st = ckpt_sum_partials(comm, sums, count);
   if (st == WEFT_OK) st = create_layout(comm, s, meta, tensors, count, sums, offsets);
   for (int i = 0; i < count && st == WEFT_OK; i++) {
@@ -351,7 +351,7 @@ static weft_status_t save_write(ckpt_save_t *s) {
 
 /* Collective: every rank's write went through, then rank 0 commits. Frees the pieces. */
 static weft_status_t save_commit(weft_comm_t *comm, ckpt_save_t *s) {
-  weft_status_t st = ckpt_agree(comm, s->write_status);
+  weft_status_t st = weft_comm_agree(comm, s->write_status);
   free(s->pieces);
   s->pieces = NULL;
   if (st != WEFT_OK) {
@@ -360,7 +360,7 @@ static weft_status_t save_commit(weft_comm_t *comm, ckpt_save_t *s) {
   }
   st = weft_comm_rank(comm) == 0 ? commit(s->dir, s->name, s->tmp, s->final, s->step, s->keep)
                                  : WEFT_OK;
-  return ckpt_agree(comm, st);
+  return weft_comm_agree(comm, st);
 }
 
 weft_status_t weft_ckpt_save(weft_comm_t *comm, const char *dir, const weft_ckpt_meta_t *meta,
@@ -446,7 +446,7 @@ weft_status_t weft_ckpt_writer_start(weft_ckpt_writer_t *w, const char *dir,
       st = WEFT_ERR_NO_MEMORY;
     }
   }
-  WEFT_CHECK(ckpt_agree(w->comm, st));
+  WEFT_CHECK(weft_comm_agree(w->comm, st));
   WEFT_CHECK(save_begin(w->comm, &w->save, dir, meta, tensors, count, keep, w->stage,
                         meta->mpiio ? writer_io_comm(w) : MPI_COMM_NULL));
   w->in_flight = true;

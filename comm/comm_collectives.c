@@ -180,6 +180,15 @@ done:
   return st;
 }
 
+weft_status_t weft_comm_agree(weft_comm_t *comm, weft_status_t local) {
+  int32_t mine = (int32_t)local, worst = mine;
+  if (weft_comm_allreduce(comm, &mine, &worst, 1, WEFT_DTYPE_I32, WEFT_REDUCE_MIN, WEFT_MEM_HOST) !=
+      WEFT_OK) {
+    return WEFT_ERR_COMM;
+  }
+  return (weft_status_t)worst;
+}
+
 /* Fills the int count/displacement scratch from size_t arrays, checking MPI's int range. */
 static weft_status_t to_int_arrays(weft_comm_t *comm, weft_comm_op_t op, const size_t *counts,
                                    const size_t *displs, int *icounts, int *idispls) {

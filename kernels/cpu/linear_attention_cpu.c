@@ -93,7 +93,7 @@
  * by pair with OpenBLAS threading each product, as before.
  *
  * Elementwise work (exponentials, scaling, the dg sums) is written for GCC's -O2 vectoriser in
- * the baseline ISA (GLA_VLOOP, vec_exp), and each pair function is compiled for AVX2 and
+ * the baseline ISA (VEC_LOOP, vec_exp), and each pair function is compiled for AVX2 and
  * AVX-512 as well and picked at run time (GLA_PAIR_VARIANTS), as attention_cpu.c does: in the
  * baseline ISA a double exp is two lanes wide. */
 #include <cblas.h>
@@ -204,24 +204,9 @@ static void gla_scratch_carve(const gla_dims_t *d, bool with_states, char *base,
   sc->nx = 0;
 }
 
-/* Elementwise loops. GCC vectorises a loop at -O2 only when its trip count is a known multiple
- * of the vector width (its default "very cheap" cost model), so a plain loop over dk stays
- * scalar. GLA_VLOOP(i, n, body) runs body for i = 0..n-1 as blocks of GLA_VB iterations with a
- * constant trip count, then a scalar tail; bodies are independent per i, and the helpers take
- * restrict pointers so that no alias check is needed. */
-#define GLA_VB 16
-#define GLA_VLOOP(i, n, ...)                         \
-  do {                                               \
-    int i##_0 = 0;                                   \
-    for (; i##_0 + GLA_VB <= (n); i##_0 += GLA_VB)   \
-      for (int i##_j = 0; i##_j < GLA_VB; i##_j++) { \
-        int i = i##_0 + i##_j;                       \
-        __VA_ARGS__                                  \
-      }                                              \
-    for (int i = i##_0; i < (n); i++) {              \
-      __VA_ARGS__                                    \
-    }                                                \
-  } while (0)
+/* Elementwise loops: VEC_LOOP (vec_math_cpu.h), blocks of a constant trip count that GCC
+ * vectorises at -O2; bodies are independent per i, and the helpers take restrict pointers so
+ * that no alias check is needed. */
 
 /* Arguments of vec_exp in the clamped helpers: e^-150 is 0 in f32 (its smallest subnormal is
  * e^-103), e^88 is still below FLT_MAX. */
@@ -237,37 +222,37 @@ static double gla_exp_any(double x) {
 /* out[i] = (float)e^x[i] for any x; x is clamped in place first (isless/isgreater: quiet
  * comparisons, which GCC if-converts; a separate loop, because it does not inside vec_exp's). */
 static void gla_row_exp(int n, double *restrict x, float *restrict out) {
-  GLA_VLOOP(i, n, x[i] = isless(x[i], GLA_EXP_MIN) ? GLA_EXP_MIN : x[i];
-            x[i] = isgreater(x[i], GLA_EXP_MAX) ? GLA_EXP_MAX : x[i];);
-  GLA_VLOOP(i, n, out[i] = (float)vec_exp(x[i]););
+  VEC_LOOP(i, n, x[i] = isless(x[i], GLA_EXP_MIN) ? GLA_EXP_MIN : x[i];
+           x[i] = isgreater(x[i], GLA_EXP_MAX) ? GLA_EXP_MAX : x[i];);
+  VEC_LOOP(i, n, out[i] = (float)vec_exp(x[i]););
 }
 
 /* c = prev + g (prev NULL: c = g) */
 static void gla_row_cumsum(int n, const double *restrict prev, const float *restrict g,
                            double *restrict c) {
   if (prev)
-    GLA_VLOOP(i, n, c[i] = prev[i] + g[i];);
+    VEC_LOOP(i, n, c[i] = prev[i] + g[i];);
   else
-    GLA_VLOOP(i, n, c[i] = g[i];);
+    VEC_LOOP(i, n, c[i] = g[i];);
 }
 
 /* amax = max(amax, |q|, |k|) */
 static void gla_row_amax(int n, const float *restrict q, const float *restrict k,
                          float *restrict amax) {
-  GLA_VLOOP(i, n, float a = fabsf(q[i]); float b = fabsf(k[i]); a = a > b ? a : b;
-            amax[i] = a > amax[i] ? a : amax[i];);
+  VEC_LOOP(i, n, float a = fabsf(q[i]); float b = fabsf(k[i]); a = a > b ? a : b;
+           amax[i] = a > amax[i] ? a : amax[i];);
 }
 
-/* max |a| (NaN ignored), with GLA_VB running maxima so that it vectorises */
+/* max |a| (NaN ignored), with VEC_BLOCK running maxima so that it vectorises */
 static float gla_max_abs(int n, const float *restrict a) {
-  float part[GLA_VB] = {0};
+  float part[VEC_BLOCK] = {0};
   int i = 0;
-  for (; i + GLA_VB <= n; i += GLA_VB)
-    for (int j = 0; j < GLA_VB; j++)
+  for (; i + VEC_BLOCK <= n; i += VEC_BLOCK)
+    for (int j = 0; j < VEC_BLOCK; j++)
       part[j] = fabsf(a[i + j]) > part[j] ? fabsf(a[i + j]) : part[j];
   for (; i < n; i++) part[0] = fabsf(a[i]) > part[0] ? fabsf(a[i]) : part[0];
   float m = 0.0f;
-  for (int j = 0; j < GLA_VB; j++) m = part[j] > m ? part[j] : m;
+  for (int j = 0; j < VEC_BLOCK; j++) m = part[j] > m ? part[j] : m;
   return m;
 }
 
@@ -279,30 +264,30 @@ static void gla_row_fast_factors(int n, const double *restrict c, const double *
                                  const double *restrict er, const double *restrict fm,
                                  float *restrict ep, float *restrict em, float *restrict ec,
                                  float *restrict kd) {
-  GLA_VLOOP(i, n, double e = vec_exp(fm[i] * (c[i] - r[i])); double inv = 1.0 / e;
-            ep[i] = (float)(fm[i] * e); em[i] = (float)(fm[i] * inv); ec[i] = (float)(e * er[i]);
-            kd[i] = (float)(inv * er[i]););
+  VEC_LOOP(i, n, double e = vec_exp(fm[i] * (c[i] - r[i])); double inv = 1.0 / e;
+           ep[i] = (float)(fm[i] * e); em[i] = (float)(fm[i] * inv); ec[i] = (float)(e * er[i]);
+           kd[i] = (float)(inv * er[i]););
 }
 
 /* out = a * b */
 static void gla_row_mul(int n, const float *restrict a, const float *restrict b,
                         float *restrict out) {
-  GLA_VLOOP(i, n, out[i] = a[i] * b[i];);
+  VEC_LOOP(i, n, out[i] = a[i] * b[i];);
 }
 
 /* x *= f */
 static void gla_row_mul_by(int n, float *restrict x, const float *restrict f) {
-  GLA_VLOOP(i, n, x[i] *= f[i];);
+  VEC_LOOP(i, n, x[i] *= f[i];);
 }
 
 /* x += a * b */
 static void gla_row_muladd(int n, float *restrict x, const float *restrict a,
                            const float *restrict b) {
-  GLA_VLOOP(i, n, x[i] += a[i] * b[i];);
+  VEC_LOOP(i, n, x[i] += a[i] * b[i];);
 }
 
 /* x *= f (a scalar) */
-static void gla_row_scale(int n, float *restrict x, float f) { GLA_VLOOP(i, n, x[i] *= f;); }
+static void gla_row_scale(int n, float *restrict x, float f) { VEC_LOOP(i, n, x[i] *= f;); }
 
 /* Cumulative decays of one chunk: g [L, dk] with row stride ldk into c. */
 static void gla_chunk_cumsum(const gla_dims_t *d, int L, const float *g, gla_scratch_t *sc) {
@@ -392,20 +377,20 @@ static float gla_dot(const float *restrict a, const float *restrict b, int n) {
 
 /* sum_i a[i] b[i] in double, with partial sums as in gla_dot */
 static double gla_dot_double(const float *restrict a, const float *restrict b, int n) {
-  double part[GLA_VB] = {0};
+  double part[VEC_BLOCK] = {0};
   int i = 0;
-  for (; i + GLA_VB <= n; i += GLA_VB)
-    for (int j = 0; j < GLA_VB; j++) part[j] += (double)a[i + j] * b[i + j];
+  for (; i + VEC_BLOCK <= n; i += VEC_BLOCK)
+    for (int j = 0; j < VEC_BLOCK; j++) part[j] += (double)a[i + j] * b[i + j];
   for (; i < n; i++) part[0] += (double)a[i] * b[i];
   double sum = 0.0;
-  for (int j = 0; j < GLA_VB; j++) sum += part[j];
+  for (int j = 0; j < VEC_BLOCK; j++) sum += part[j];
   return sum;
 }
 
 /* w[i] = w[i] * f[i] + alpha * x[i] */
 static void gla_decay_axpy(float *restrict w, const float *restrict f, float alpha,
                            const float *restrict x, int n) {
-  GLA_VLOOP(i, n, w[i] = w[i] * f[i] + alpha * x[i];);
+  VEC_LOOP(i, n, w[i] = w[i] * f[i] + alpha * x[i];);
 }
 
 /* The exact channels' scores: A [L, L] (row stride C) = their part of q_t . (k_s W_ts) on and
@@ -482,7 +467,7 @@ static void gla_run_slots(const void *arg, int64_t begin, int64_t end) {
 }
 
 /* Each pair function is also compiled for AVX2 and AVX-512 (see the file note): `flatten`
- * inlines every helper it calls into the copy, so the GLA_VLOOP loops and vec_exp vectorise for
+ * inlines every helper it calls into the copy, so the VEC_LOOP loops and vec_exp vectorise for
  * that instruction set; BLAS and libm calls stay calls. GLA_PAIR(name) is the copy for this
  * CPU. Every copy performs the same IEEE operations (no contraction in C11 mode), so results do
  * not depend on the copy. */
@@ -705,21 +690,21 @@ static void gla_dk_exact(const gla_dims_t *d, int L, gla_scratch_t *sc) {
 /* dg, forward exclusive sum: dg = run, then run += k * dks */
 static void gla_row_dg_forward(int n, double *restrict run, const float *restrict k,
                                const float *restrict dks, float *restrict dg) {
-  GLA_VLOOP(i, n, dg[i] = (float)run[i]; run[i] += (double)k[i] * dks[i];);
+  VEC_LOOP(i, n, dg[i] = (float)run[i]; run[i] += (double)k[i] * dks[i];);
 }
 
 /* dg, reverse sum added: run += q dq - k dk, dg += run */
 static void gla_row_dg_reverse(int n, double *restrict run, const float *restrict q,
                                const float *restrict dq, const float *restrict k,
                                const float *restrict dk, float *restrict dg) {
-  GLA_VLOOP(i, n, run[i] += (double)q[i] * dq[i] - (double)k[i] * dk[i];
-            dg[i] = (float)(dg[i] + run[i]););
+  VEC_LOOP(i, n, run[i] += (double)q[i] * dq[i] - (double)k[i] * dk[i];
+           dg[i] = (float)(dg[i] + run[i]););
 }
 
 /* The diagonal score terms (a = dA[t,t]) and dks: dq += a k, dk += a q + dks */
 static void gla_row_diagonal(int n, float a, const float *restrict q, const float *restrict k,
                              const float *restrict dks, float *restrict dq, float *restrict dk) {
-  GLA_VLOOP(i, n, dq[i] += a * k[i]; dk[i] += a * q[i] + dks[i];);
+  VEC_LOOP(i, n, dq[i] += a * k[i]; dk[i] += a * q[i] + dks[i];);
 }
 
 /* Backward of one chunk (see the file note). q, k, g [L, dk] and v, dout [L, dv] with the row

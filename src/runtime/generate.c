@@ -263,23 +263,7 @@ static weft_status_t build_params(weft_generator_t *gen) {
       p->numel *= p->shape[j];
     }
     p->data = NULL;
-    gen_layer_t *L = specs[i].layer >= 0 ? &gen->layers[specs[i].layer] : NULL;
-    switch (specs[i].role) {
-    case WEFT_PARAM_EMBED: gen->embed = p; break;
-    case WEFT_PARAM_FINAL_NORM: gen->final_norm = p; break;
-    case WEFT_PARAM_LM_HEAD: gen->lm_head = p; break;
-    case WEFT_PARAM_ATTN_NORM: L->attn_norm = p; break;
-    case WEFT_PARAM_WQ: L->wq = p; break;
-    case WEFT_PARAM_WK: L->wk = p; break;
-    case WEFT_PARAM_WV: L->wv = p; break;
-    case WEFT_PARAM_WG: L->wg = p; break;
-    case WEFT_PARAM_WO: L->wo = p; break;
-    case WEFT_PARAM_FFN_NORM: L->ffn_norm = p; break;
-    case WEFT_PARAM_ROUTER: L->router = p; break;
-    case WEFT_PARAM_W1: L->w1 = p; break;
-    case WEFT_PARAM_W3: L->w3 = p; break;
-    case WEFT_PARAM_W2: L->w2 = p; break;
-    }
+    WEFT_PARAM_BIND(specs[i], gen, gen->layers, p);
   }
   int64_t total = 0;
   for (int i = 0; i < gen->n_params; i++) {

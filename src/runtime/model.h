@@ -105,6 +105,30 @@ typedef struct weft_param_spec {
  * WEFT_MODEL_MAX_PARAMS). cfg must pass weft_model_config_check. */
 int weft_model_param_specs(const weft_model_config_t *cfg, weft_param_spec_t *specs);
 
+/* Stores the parameter `p` of table entry `spec` in the field its role names: top->embed,
+ * top->final_norm, top->lm_head, or layers[spec.layer].wq and so on. For the model and `weft
+ * generate`, whose structs (of different parameter types) share these field names; a macro
+ * because the types differ. */
+#define WEFT_PARAM_BIND(spec, top, layers, p)                                 \
+  do {                                                                        \
+    switch ((spec).role) {                                                    \
+    case WEFT_PARAM_EMBED: (top)->embed = (p); break;                         \
+    case WEFT_PARAM_FINAL_NORM: (top)->final_norm = (p); break;               \
+    case WEFT_PARAM_LM_HEAD: (top)->lm_head = (p); break;                     \
+    case WEFT_PARAM_ATTN_NORM: (layers)[(spec).layer].attn_norm = (p); break; \
+    case WEFT_PARAM_WQ: (layers)[(spec).layer].wq = (p); break;               \
+    case WEFT_PARAM_WK: (layers)[(spec).layer].wk = (p); break;               \
+    case WEFT_PARAM_WV: (layers)[(spec).layer].wv = (p); break;               \
+    case WEFT_PARAM_WG: (layers)[(spec).layer].wg = (p); break;               \
+    case WEFT_PARAM_WO: (layers)[(spec).layer].wo = (p); break;               \
+    case WEFT_PARAM_FFN_NORM: (layers)[(spec).layer].ffn_norm = (p); break;   \
+    case WEFT_PARAM_ROUTER: (layers)[(spec).layer].router = (p); break;       \
+    case WEFT_PARAM_W1: (layers)[(spec).layer].w1 = (p); break;               \
+    case WEFT_PARAM_W3: (layers)[(spec).layer].w3 = (p); break;               \
+    case WEFT_PARAM_W2: (layers)[(spec).layer].w2 = (p); break;               \
+    }                                                                         \
+  } while (0)
+
 /* One parameter tensor. */
 typedef struct weft_param {
   char name[48];          /* "layers.0.attn.wq" */

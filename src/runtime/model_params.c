@@ -46,23 +46,7 @@ weft_status_t model_params_build(weft_model_t *m) {
   }
   for (int i = 0; i < count; i++) {
     weft_param_t *p = add_param(m, &specs[i]);
-    model_layer_t *L = specs[i].layer >= 0 ? &m->layers[specs[i].layer] : NULL;
-    switch (specs[i].role) {
-    case WEFT_PARAM_EMBED: m->embed = p; break;
-    case WEFT_PARAM_FINAL_NORM: m->final_norm = p; break;
-    case WEFT_PARAM_LM_HEAD: m->lm_head = p; break;
-    case WEFT_PARAM_ATTN_NORM: L->attn_norm = p; break;
-    case WEFT_PARAM_WQ: L->wq = p; break;
-    case WEFT_PARAM_WK: L->wk = p; break;
-    case WEFT_PARAM_WV: L->wv = p; break;
-    case WEFT_PARAM_WG: L->wg = p; break;
-    case WEFT_PARAM_WO: L->wo = p; break;
-    case WEFT_PARAM_FFN_NORM: L->ffn_norm = p; break;
-    case WEFT_PARAM_ROUTER: L->router = p; break;
-    case WEFT_PARAM_W1: L->w1 = p; break;
-    case WEFT_PARAM_W3: L->w3 = p; break;
-    case WEFT_PARAM_W2: L->w2 = p; break;
-    }
+    WEFT_PARAM_BIND(specs[i], m, m->layers, p);
   }
 
   /* Regions: parameters in table order, replicated and expert ones apart. */

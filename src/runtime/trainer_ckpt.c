@@ -117,16 +117,6 @@ static weft_status_t set_copy(weft_trainer_t *t, ckpt_set_t *s, bool to_host) {
   return WEFT_OK;
 }
 
-/* Every rank gets the worst status any rank had (before a collective that all must enter). */
-static weft_status_t agree(weft_comm_t *world, weft_status_t st) {
-  int32_t mine = (int32_t)st, worst = mine;
-  if (weft_comm_allreduce(world, &mine, &worst, 1, WEFT_DTYPE_I32, WEFT_REDUCE_MIN,
-                          WEFT_MEM_HOST) != WEFT_OK) {
-    return WEFT_ERR_COMM;
-  }
-  return (weft_status_t)worst;
-}
-
 char *weft_trainer_model_json(const weft_trainer_t *t) {
   const weft_model_config_t *c = weft_model_config(t->model);
   char *json = malloc(512);
@@ -159,7 +149,7 @@ weft_status_t weft_trainer_save(weft_trainer_t *t, const char *dir, int64_t step
     WEFT_ERROR("ckpt", "WEFT_CKPT_IO='%s': expected posix or mpiio", io);
     st = WEFT_ERR_INVALID_ARG;
   }
-  st = agree(t->world, st);
+  st = weft_comm_agree(t->world, st);
   const weft_ckpt_meta_t meta = {.fault_kill_rank = (int)kill_rank,
                                  .mpiio = strcmp(io, "mpiio") == 0,
                                  .step = steps_done,
@@ -207,7 +197,7 @@ weft_status_t weft_trainer_load(weft_trainer_t *t, const char *path, weft_traine
   if (st == WEFT_OK)
     st = weft_tensor_file_attr_read_i64(file, NULL, "optimizer_step", &optimizer_step);
   /* Every rank reads the same attributes; agree anyway before the collective reads. */
-  st = agree(t->world, st);
+  st = weft_comm_agree(t->world, st);
   if (st == WEFT_OK) st = set_build(t, mode != WEFT_LOAD_PARAMS, false, &set);
   if (st == WEFT_OK) st = weft_ckpt_read(file, set.tensors, set.count);
   if (st == WEFT_OK) st = set_copy(t, &set, false); /* only verified data reaches the model */

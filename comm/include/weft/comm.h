@@ -129,6 +129,10 @@ weft_status_t weft_comm_bcast(weft_comm_t *comm, void *buf, size_t count, weft_d
 weft_status_t weft_comm_allreduce(weft_comm_t *comm, const void *sendbuf, void *recvbuf,
                                   size_t count, weft_dtype_t dtype, weft_reduce_op_t op,
                                   weft_mem_t mem);
+/* Every rank gets the first failure any rank saw (the most negative status; WEFT_OK when all
+ * succeeded), so that no rank enters a later collective alone. WEFT_ERR_COMM when the
+ * all-reduce itself fails. Collective. */
+weft_status_t weft_comm_agree(weft_comm_t *comm, weft_status_t local);
 /* sendbuf: [count]; recvbuf: [P * count], rank r's block at r * count. */
 weft_status_t weft_comm_allgather(weft_comm_t *comm, const void *sendbuf, void *recvbuf,
                                   size_t count, weft_dtype_t dtype, weft_mem_t mem);
